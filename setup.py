@@ -1,0 +1,27 @@
+"""Install taba_jax: `pip install -e ".[test]"`."""
+import setuptools
+
+setuptools.setup(
+    name="taba_jax",
+    version="0.1.0",
+    description="Task-adaptive label budget allocation and multi-task training in JAX.",
+    packages=setuptools.find_packages(include=["taba_jax", "taba_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.11",
+        "numpy>=1.26",
+        "absl-py>=2.0",
+        "ml-collections>=0.1.1",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # PyTorch is only a yardstick for benchmarks/train_throughput.py, never a dependency.
+        "benchmark": ["torch"],
+    },
+)
