@@ -1,0 +1,112 @@
+"""Allocation strategies: the heuristics of METHOD section 2 and TABA, behind one `allocate`."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from taba_jax.budget import greedy
+from taba_jax.budget import information as info_lib
+from taba_jax.budget.problem import Allocation, BudgetProblem
+
+HEURISTICS = ("equal_budget", "equal_count_disjoint", "equal_count_shared", "random_pairs")
+STRATEGIES = ("single_task:<task>",) + HEURISTICS + ("taba",)
+_SLACK = 1e-10  # relative budget slack so that e.g. 3 labels at 10/3 fit a budget of 10 in float64
+
+
+def strategy_names(problem: BudgetProblem) -> list[str]:
+    """Every strategy that applies to `problem`, single-task ones expanded."""
+    return [f"single_task:{t}" for t in problem.task_names] + list(HEURISTICS) + ["taba"]
+
+
+def allocate(problem: BudgetProblem, strategy: str, *, seed: int = 0,
+             information: info_lib.InformationModel | None = None, initial=None, **greedy_options) -> Allocation:
+    """Returns a feasible allocation of `problem.budget` by `strategy`, containing `initial`.
+
+    `initial` (an Allocation or bool matrix already paid for, e.g. a pilot set) counts against the
+    budget. `information` is required by "taba"; for the heuristics it only adds the predicted
+    objective to `Allocation.info`. `greedy_options` go to `greedy.greedy_allocate`.
+    """
+    if not isinstance(problem, BudgetProblem):
+        raise TypeError(f"problem must be a BudgetProblem, got {type(problem).__name__}")
+    if not isinstance(strategy, str):
+        raise TypeError(f"strategy must be a string, got {strategy!r}")
+    if isinstance(seed, bool) or int(seed) != seed:
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if information is not None and not isinstance(information, info_lib.InformationModel):
+        raise TypeError(f"information must be an InformationModel, got {type(information).__name__}")
+    if strategy == "taba":
+        if information is None:
+            raise ValueError("strategy 'taba' requires an information model (information=None given)")
+        return greedy.greedy_allocate(problem, information, seed=seed, initial=initial, **greedy_options)
+    if greedy_options:
+        raise TypeError(f"options {sorted(greedy_options)} apply only to strategy 'taba'")
+    if strategy.startswith("single_task:"):
+        fill = functools.partial(_single_task, task=problem.task_index(strategy.split(":", 1)[1]))
+    elif strategy in HEURISTICS:
+        fill = _HEURISTIC_FILLS[strategy]
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
+    labels = greedy.initial_labels(problem, initial)
+    fill(problem, labels, problem.budget - problem.cost_of(labels), np.random.default_rng(seed))
+    info = {}
+    if information is not None:
+        info["objective"] = info_lib.allocation_objective(information, labels)
+    return Allocation(labels, problem, strategy, int(seed), info)
+
+
+def _affordable(problem: BudgetProblem, money: float, cost: float) -> int:
+    return max(int(np.floor((money + _SLACK * problem.budget) / cost)), 0)
+
+
+def _label_least_labeled(labels: np.ndarray, task: int, count: int, rng: np.random.Generator) -> int:
+    """Labels `task` on up to `count` images lacking it, images with the fewest labels first
+    (so tasks get disjoint images while the pool allows), random among equals. Returns how many."""
+    candidates = np.flatnonzero(~labels[:, task])
+    order = np.lexsort((rng.random(len(candidates)), labels[candidates].sum(axis=1)))
+    chosen = candidates[order[:count]]
+    labels[chosen, task] = True
+    return len(chosen)
+
+
+def _single_task(problem, labels, remaining, rng, *, task):
+    _label_least_labeled(labels, task, _affordable(problem, remaining, problem.costs[task]), rng)
+
+
+def _equal_budget(problem, labels, remaining, rng):
+    share = remaining / problem.num_tasks
+    for task, cost in enumerate(problem.costs):
+        _label_least_labeled(labels, task, _affordable(problem, share, cost), rng)
+
+
+def _equal_count_disjoint(problem, labels, remaining, rng):
+    count = _affordable(problem, remaining, problem.costs.sum())
+    for task in range(problem.num_tasks):
+        _label_least_labeled(labels, task, count, rng)
+
+
+def _equal_count_shared(problem, labels, remaining, rng):
+    """The same images for every task ("fully labeled"): the least labeled images first."""
+    count = min(_affordable(problem, remaining, problem.costs.sum()), problem.num_images)
+    order = np.lexsort((rng.random(problem.num_images), labels.sum(axis=1)))
+    labels[order[:count]] = True
+
+
+def _random_pairs(problem, labels, remaining, rng):
+    """Random unlabeled (image, task) pairs, each bought if still affordable, until none is."""
+    num_tasks = problem.num_tasks
+    pairs = rng.permutation(np.flatnonzero(~labels.reshape(-1)))
+    money = remaining + _SLACK * problem.budget
+    while True:
+        pairs = pairs[problem.costs[pairs % num_tasks] <= money]
+        if len(pairs) == 0:
+            return
+        spend = np.cumsum(problem.costs[pairs % num_tasks])
+        bought = int(np.searchsorted(spend, money, side="right"))  # a prefix; the next one is unaffordable
+        labels.reshape(-1)[pairs[:bought]] = True
+        money -= spend[bought - 1] if bought else 0.0
+        pairs = pairs[bought:]
+
+
+_HEURISTIC_FILLS = {"equal_budget": _equal_budget, "equal_count_disjoint": _equal_count_disjoint,
+                    "equal_count_shared": _equal_count_shared, "random_pairs": _random_pairs}
