@@ -72,6 +72,11 @@ class TaskSpec:
         return _finalize(self.kind, {k: np.asarray(v, np.float64) for k, v in sums.items()})
 
 
+def _unit(v):
+    """v / |v| with a finite gradient at v = 0 (jnp.linalg.norm's is NaN there)."""
+    return v * jax.lax.rsqrt((v * v).sum(-1, keepdims=True) + 1e-12)
+
+
 def _balanced_bce(logits, target):
     """Binary cross-entropy with positives weighted by the batch's negative/positive ratio."""
     positives = target.mean()
@@ -89,7 +94,7 @@ def _per_example_loss(kind, prediction, target):
     if kind in ("dense_regression", "regression"):
         return jnp.abs(prediction - target).mean(axes)
     if kind == "normals":
-        unit = prediction / jnp.maximum(jnp.linalg.norm(prediction, axis=-1, keepdims=True), 1e-6)
+        unit = _unit(prediction)
         return (1.0 - (unit * target).sum(-1)).reshape(prediction.shape[0], -1).mean(-1)
     return _balanced_bce(prediction, target).mean(axes)  # dense_binary, multilabel
 
@@ -110,7 +115,7 @@ def _metric_sums(kind, outputs, prediction, target):
         return {"abs_error": error.sum(), "rel_error": (error / jnp.maximum(jnp.abs(target), 1e-3)).sum(),
                 "values": jnp.float32(target.size)}
     if kind == "normals":
-        unit = prediction / jnp.maximum(jnp.linalg.norm(prediction, axis=-1, keepdims=True), 1e-6)
+        unit = _unit(prediction)
         angle = jnp.degrees(jnp.arccos(jnp.clip((unit * target).sum(-1), -1.0, 1.0)))
         return {"angle": angle.sum(), "within_11.25": (angle < 11.25).sum().astype(jnp.float32),
                 "within_22.5": (angle < 22.5).sum().astype(jnp.float32),

@@ -175,7 +175,9 @@ class Trainer:
         return (put(images, self.batch_sharding), {k: put(v, self.target_sharding) for k, v in targets.items()},
                 {k: put(v, self.target_sharding) for k, v in masks.items()})
 
-    def train(self, progress: bool = True) -> TrainResult:
+    def train(self, progress: bool = True, until_step: int | None = None) -> TrainResult:
+        """Trains from the latest checkpoint (if any) to `config.num_steps`, or stops after
+        `until_step` (a pre-emption point; a later call resumes)."""
         os.makedirs(self.workdir, exist_ok=True)
         params, opt_state = self.init_params()
         if not self.tasks:
@@ -191,7 +193,8 @@ class Trainer:
         from tensorboardX import SummaryWriter
         writer = SummaryWriter(os.path.join(self.workdir, "tensorboard")) if jax.process_index() == 0 else None
         losses = {}
-        bar = tqdm.tqdm(range(start, self.config.num_steps), initial=start, total=self.config.num_steps,
+        end = self.config.num_steps if until_step is None else min(until_step, self.config.num_steps)
+        bar = tqdm.tqdm(range(start, end), initial=start, total=self.config.num_steps,
                         disable=not progress or jax.process_index() != 0, unit="step")
         window_start, window_steps = time.perf_counter(), 0
         for step in bar:
@@ -225,7 +228,7 @@ class Trainer:
         if writer is not None:
             writer.close()
         return TrainResult(params, [t.name for t in self.tasks], self.untrained,
-                           {k: float(v) for k, v in losses.items()}, self.config.num_steps)
+                           {k: float(v) for k, v in losses.items()}, end)
 
 
 def _process_slice(array: np.ndarray, sharding: NamedSharding) -> np.ndarray:
