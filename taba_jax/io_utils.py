@@ -33,20 +33,3 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
 
-
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Appends one JSON line so that a crash never leaves a torn line.
-
-    The whole file is rewritten through a temp file and renamed; results files hold at most a few
-    thousand lines, so the copy is cheap and the file is always a sequence of complete lines.
-    """
-    path = os.fspath(path)
-    previous = b""
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            previous = f.read()
-        if previous and not previous.endswith(b"\n"):
-            previous += b"\n"
-    line = json.dumps(record, sort_keys=True).encode() + b"\n"
-    with atomic_open(path, "wb") as f:
-        f.write(previous + line)

@@ -297,7 +297,8 @@ def greedy_allocate(problem: BudgetProblem, information: info_lib.InformationMod
     choice = int(choice)
     allocation = Allocation(labels, problem, strategy_name, seed, {
         "objective": info_lib.allocation_objective(information, labels),
-        "initial_objective": info_lib.allocation_objective(information, start),
+        "initial_objective": float(info_lib.objective(  # from the pattern counts already at hand
+            information, info_lib.task_information(patterns0, information.affinity, counts0))),
         "safeguard": "greedy" if choice < 0 else f"single_task:{problem.task_names[choice]}",
         "information_model": information.to_json(),
     })
