@@ -1,0 +1,161 @@
+"""Training-step throughput of the default model: JAX (jitted step) against PyTorch, side by side.
+
+    pip install -e ".[benchmark]"   # PyTorch, only for this yardstick
+    python benchmarks/train_throughput.py [--sizes=32,64] [--steps=20]
+
+Both sides train the same architecture (taba_jax.models.MultiTaskNet with the default widths
+16,32,64: GroupNorm ResNet encoder-decoder, per-task heads) on the same synthetic batches with the
+same losses (segment cross-entropy, depth L1, normal 1 - cosine, edge class-balanced BCE) and AdamW,
+per-task batching (one batch of --batch_size images per task). Prints images per second (all task
+batches counted) of each framework's step, median over --steps timed steps after warm-up, and the
+JAX/PyTorch ratio. PyTorch runs eager on the CPU with its default thread count.
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from taba_jax import train
+from taba_jax.data import synthetic
+from taba_jax.tasks import synthetic_task_specs
+
+_SIZES = flags.DEFINE_list("sizes", ["32", "64"], "Image sizes.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per framework and size.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (compilation, allocator warm-up).")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per task batch.")
+_TASKS = ("segment", "depth", "normal", "edge")
+
+
+def synthetic_batches(image_size: int, batch_size: int, count: int):
+    """`count` per-task batches: images (G, B, H, W, 3) and per-task targets, from the scene generator."""
+    groups = len(_TASKS)
+    images, targets = synthetic.generate(groups * batch_size * count, image_size, seed=1)
+    shape = (count, groups, batch_size)
+    images = images.reshape(shape + images.shape[1:])
+    targets = {t: targets[t].reshape(shape + targets[t].shape[1:])[:, g] for g, t in enumerate(_TASKS)}
+    return images, targets
+
+
+def time_steps(step, count: int) -> float:
+    """Median seconds of `step(i)` over `count` calls (each call must block until done)."""
+    seconds = []
+    for i in range(count):
+        start = time.perf_counter()
+        step(i)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+def jax_seconds_per_step(images, targets) -> float:
+    config = train.default_config()
+    tasks = synthetic_task_specs(_TASKS)
+    model = train.make_model(tasks, config)
+    optimizer = train.make_optimizer(config)
+    step = jax.jit(train.make_train_step(model, tasks, {t: 1.0 for t in _TASKS}, "per_task", optimizer),
+                   donate_argnums=(0, 1))
+    params = model.init(jax.random.key(0), jnp.zeros((1,) + images.shape[3:]))
+    state = {"params": params, "opt": optimizer.init(params)}
+    batches = [(jnp.asarray(images[i]), {t: jnp.asarray(v[i]) for t, v in targets.items()})
+               for i in range(len(images))]
+
+    def run(i):
+        state["params"], state["opt"], loss, _ = step(state["params"], state["opt"], *batches[i % len(batches)], {})
+        loss.block_until_ready()
+
+    time_steps(run, _WARMUP.value)
+    return time_steps(run, _STEPS.value)
+
+
+def torch_seconds_per_step(images, targets) -> float:
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class ResidualBlock(nn.Module):
+        def __init__(self, inputs, features, stride=1):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inputs, features, 3, stride, 1, bias=False)
+            self.norm1 = nn.GroupNorm(min(8, features), features)
+            self.conv2 = nn.Conv2d(features, features, 3, 1, 1, bias=False)
+            self.norm2 = nn.GroupNorm(min(8, features), features)
+            self.project = (nn.Conv2d(inputs, features, 1, stride, bias=False)
+                            if inputs != features or stride != 1 else nn.Identity())
+
+        def forward(self, x):
+            y = F.relu(self.norm1(self.conv1(x)))
+            return F.relu(self.norm2(self.conv2(y)) + self.project(x))
+
+    class MultiTaskNet(nn.Module):
+        def __init__(self, widths=(16, 32, 64), outputs=None):
+            super().__init__()
+            self.stem = nn.Conv2d(3, widths[0], 3, 1, 1)
+            self.encoder = nn.ModuleList(
+                ResidualBlock(widths[max(i - 1, 0)], w, 2 if i else 1) for i, w in enumerate(widths))
+            self.decoder = nn.ModuleList(
+                ResidualBlock(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
+            self.heads = nn.ModuleDict({name: nn.Sequential(nn.Conv2d(widths[0], widths[0], 3, 1, 1), nn.ReLU(),
+                                                            nn.Conv2d(widths[0], n, 1))
+                                        for name, n in outputs.items()})
+
+        def forward(self, x):
+            x = F.relu(self.stem(x))
+            skips = []
+            for block in self.encoder:
+                x = block(x)
+                skips.append(x)
+            for block, skip in zip(self.decoder, reversed(skips[:-1])):
+                x = block(torch.cat([F.interpolate(x, size=skip.shape[2:], mode="nearest"), skip], 1))
+            return {name: head(x) for name, head in self.heads.items()}
+
+    def balanced_bce(logits, target):
+        weight_pos = ((1 - target.mean()) / target.mean().clamp_min(1e-6)).clamp(1.0, 50.0)
+        weights = torch.where(target > 0.5, weight_pos, torch.ones_like(target))
+        losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return (losses * weights).mean() / weights.mean().detach()
+
+    torch.manual_seed(0)
+    specs = {t.name: t.outputs for t in synthetic_task_specs(_TASKS)}
+    model = MultiTaskNet(outputs=specs)
+    config = train.default_config()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    groups, batch = len(_TASKS), images.shape[2]
+    to_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, -3)))  # noqa: E731
+    batches = [(to_nchw(images[i]).reshape((groups * batch,) + (3,) + images.shape[3:5]),
+                {"segment": torch.from_numpy(targets["segment"][i].astype(np.int64)),
+                 "depth": to_nchw(targets["depth"][i]), "normal": to_nchw(targets["normal"][i]),
+                 "edge": to_nchw(targets["edge"][i].astype(np.float32))})
+               for i in range(len(images))]
+
+    def run(i):
+        x, y = batches[i % len(batches)]
+        out = {k: v.reshape((groups, batch) + v.shape[1:]) for k, v in model(x).items()}
+        normal = F.normalize(out["normal"][2], dim=1, eps=1e-6)
+        loss = (F.cross_entropy(out["segment"][0], y["segment"]) + (out["depth"][1] - y["depth"]).abs().mean()
+                + (1 - (normal * y["normal"]).sum(1)).mean() + balanced_bce(out["edge"][3], y["edge"]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    time_steps(run, _WARMUP.value)
+    return time_steps(run, _STEPS.value)
+
+
+def main(argv):
+    del argv
+    import torch
+    print(f"devices: {jax.devices()}; torch {torch.__version__} threads {torch.get_num_threads()}")
+    print(f"default model (widths {train.default_config().widths}), tasks {','.join(_TASKS)}, "
+          f"batch {_BATCH.value} per task ({len(_TASKS) * _BATCH.value} images per step)")
+    print(f"{'size':>6} {'JAX img/s':>10} {'PyTorch img/s':>14} {'JAX/PyTorch':>12}")
+    for size in map(int, _SIZES.value):
+        images, targets = synthetic_batches(size, _BATCH.value, 4)
+        per_step = len(_TASKS) * _BATCH.value
+        jax_rate = per_step / jax_seconds_per_step(images, targets)
+        torch_rate = per_step / torch_seconds_per_step(images, targets)
+        print(f"{size:>6} {jax_rate:>10.1f} {torch_rate:>14.1f} {jax_rate / torch_rate:>12.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
