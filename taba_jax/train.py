@@ -10,10 +10,11 @@ Batch indices are a pure function of (seed, step), so a resumed run continues th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +67,7 @@ def make_model(tasks: list[TaskSpec], config) -> MultiTaskNet:
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
+    """AdamW with a linear warm-up and cosine decay over `config.num_steps`."""
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1),
                                                   max(config.num_steps, config.warmup_steps + 1))
     return optax.adamw(schedule, weight_decay=config.weight_decay)
@@ -117,6 +119,18 @@ def make_train_step(model, tasks, weights, batching, optimizer):
     return step
 
 
+def _optimizer_key(config) -> tuple:
+    return tuple((k, config[k]) for k in ("learning_rate", "warmup_steps", "num_steps", "weight_decay"))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_step(model, tasks, weights, batching, optimizer_key):
+    """One jitted step per (model, trained tasks, weights, batching, optimizer): the many short runs of
+    an experiment share compilations instead of tracing a fresh closure each."""
+    optimizer = make_optimizer(ml_collections.ConfigDict(dict(optimizer_key)))
+    return jax.jit(make_train_step(model, list(tasks), dict(weights), batching, optimizer), donate_argnums=(0, 1))
+
+
 class Trainer:
     """Trains a MultiTaskNet on the labels of an allocation; checkpoints with orbax and resumes."""
 
@@ -150,8 +164,8 @@ class Trainer:
         self.batch_sharding = NamedSharding(self.mesh, P(None, "data"))
         self.target_sharding = NamedSharding(self.mesh, P("data"))
         if self.tasks:
-            step = make_train_step(self.model, self.tasks, self.weights, config.batching, self.optimizer)
-            self._step = jax.jit(step, donate_argnums=(0, 1))
+            self._step = _compiled_step(self.model, tuple(self.tasks), tuple(sorted(self.weights.items())),
+                                        config.batching, _optimizer_key(config))
 
     def init_params(self):
         images = jnp.zeros((1,) + self.dataset.train.images.shape[1:], jnp.float32)
@@ -175,9 +189,11 @@ class Trainer:
         return (put(images, self.batch_sharding), {k: put(v, self.target_sharding) for k, v in targets.items()},
                 {k: put(v, self.target_sharding) for k, v in masks.items()})
 
-    def train(self, progress: bool = True, until_step: int | None = None) -> TrainResult:
+    def train(self, progress: bool = True, until_step: int | None = None,
+              callback: Callable[[int, Any], None] | None = None) -> TrainResult:
         """Trains from the latest checkpoint (if any) to `config.num_steps`, or stops after
-        `until_step` (a pre-emption point; a later call resumes)."""
+        `until_step` (a pre-emption point; a later call resumes). `callback(step, params)` runs after
+        every step with the updated parameters (valid only during the call: the next step donates them)."""
         os.makedirs(self.workdir, exist_ok=True)
         params, opt_state = self.init_params()
         if not self.tasks:
@@ -208,6 +224,8 @@ class Trainer:
                     f"{manager.latest_step()}, is kept in {self.workdir}/checkpoints")
             window_steps += 1
             done = step + 1
+            if callback is not None:
+                callback(done, params)
             if done % self.config.checkpoint_every == 0 or done == self.config.num_steps:
                 manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
                              force=done == self.config.num_steps)
@@ -242,23 +260,48 @@ def _process_slice(array: np.ndarray, sharding: NamedSharding) -> np.ndarray:
 
 def evaluate(model: MultiTaskNet, params, tasks: list[TaskSpec], split: Split, batch_size: int = 256) -> dict:
     """Per-task metrics on a split, with each task's primary metric under "primary"."""
-    @jax.jit
-    def sums(params, images, targets):
-        predictions = model.apply(params, images)
-        return {t.name: t.metric_sums(predictions[t.name], targets[t.name]) for t in tasks}
-
-    total = None
-    for start in range(0, len(split), batch_size):
-        images = split.images[start: start + batch_size]
-        batch = sums(params, images, {t.name: split.targets[t.name][start: start + batch_size] for t in tasks})
-        batch = jax.tree.map(np.asarray, batch)
-        total = batch if total is None else jax.tree.map(np.add, total, batch)
+    total = _split_sums(_metric_sums_fn(model, tuple(tasks)), params, tasks, split, batch_size)
     metrics = {}
     for task in tasks:
         values = task.finalize_metrics(total[task.name])
         metrics[task.name] = {**values, "primary": values[task.primary_metric], "primary_metric": task.primary_metric,
                               "higher_is_better": task.higher_is_better}
     return metrics
+
+
+def evaluate_losses(model: MultiTaskNet, params, tasks: list[TaskSpec], split: Split,
+                    batch_size: int = 256) -> dict[str, float]:
+    """Mean training loss of each task over a split (all examples labeled)."""
+    total = _split_sums(_loss_sums_fn(model, tuple(tasks)), params, tasks, split, batch_size)
+    return {t.name: float(total[t.name] / len(split)) for t in tasks}
+
+
+def _split_sums(batch_sums, params, tasks, split: Split, batch_size: int):
+    """Sums `batch_sums(params, images, targets)` over a split in batches."""
+    total = None
+    for start in range(0, len(split), batch_size):
+        targets = {t.name: split.targets[t.name][start: start + batch_size] for t in tasks}
+        batch = jax.tree.map(np.asarray, batch_sums(params, split.images[start: start + batch_size], targets))
+        total = batch if total is None else jax.tree.map(np.add, total, batch)
+    return total
+
+
+@functools.lru_cache(maxsize=32)
+def _metric_sums_fn(model, tasks):
+    @jax.jit
+    def sums(params, images, targets):
+        predictions = model.apply(params, images)
+        return {t.name: t.metric_sums(predictions[t.name], targets[t.name]) for t in tasks}
+    return sums
+
+
+@functools.lru_cache(maxsize=32)
+def _loss_sums_fn(model, tasks):
+    @jax.jit
+    def sums(params, images, targets):
+        predictions = model.apply(params, images)
+        return {t.name: t.loss(predictions[t.name], targets[t.name]) * images.shape[0] for t in tasks}
+    return sums
 
 
 def load_reference(path: str, tasks: list[TaskSpec]) -> dict[str, float]:

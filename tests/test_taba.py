@@ -1,0 +1,122 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from taba_jax import taba, train
+from taba_jax.budget import BudgetProblem
+from taba_jax.data import synthetic
+from taba_jax.data.dataset import MultiTaskDataset, synthetic_dataset
+from taba_jax.tasks import TaskSpec
+
+
+def tiny_taba_config(steps=8, **overrides):
+    config = taba.default_config()
+    config.train.update(num_steps=steps, batch_size=8, widths="8", checkpoint_every=steps, log_every=steps,
+                        warmup_steps=1, learning_rate=1e-2, eval_batch_size=64)
+    config.affinity_every = 2
+    config.update(overrides)
+    return config
+
+
+def test_lookahead_affinity_matches_a_loop_and_moves_only_shared_parameters():
+    def task_losses(params, x):
+        features = jnp.tanh(x @ params["shared"])
+        return jnp.stack([((features @ params[h] - y) ** 2).mean() for h, y in
+                          (("head_a", x[:, :1]), ("head_b", x[:, 1:2] * 0.5))])
+
+    key = jax.random.split(jax.random.key(0), 4)
+    params = {"shared": jax.random.normal(key[0], (3, 4)), "head_a": jax.random.normal(key[1], (4, 1)),
+              "head_b": jax.random.normal(key[2], (4, 1))}
+    x = jax.random.normal(key[3], (16, 3))
+    shared = {"shared": True, "head_a": False, "head_b": False}
+    z = jax.jit(lambda p, x: taba.lookahead_affinity(task_losses, p, x, shared, 0.05))(params, x)
+    before = task_losses(params, x)
+    for s in range(2):
+        grad = jax.grad(lambda p: task_losses(p, x)[s])(params)
+        moved = dict(params, shared=params["shared"] - 0.05 * grad["shared"])
+        np.testing.assert_allclose(z[s], 1 - task_losses(moved, x) / before, rtol=1e-4, atol=1e-6)
+
+
+def test_affinity_from_lookahead_normalises_clips_and_drops_unlearnable_tasks():
+    z = np.array([[[0.2, 0.1, 1e-5], [-0.1, 0.4, 1e-5], [0.0, 0.0, 1e-6]]] * 2)
+    s = np.asarray(taba.affinity_from_lookahead(z))
+    np.testing.assert_allclose(s, [[1, 0.25, 0], [0, 1, 0], [0, 0, 1]], atol=1e-6)
+
+
+def test_shared_parameters_marks_heads_of_each_task():
+    params = {"params": {"Conv_0": {"kernel": 1}, "depth_head": {"kernel": 2}, "depth_hidden": {"bias": 3},
+                         "segment_head": {"kernel": 4}}}
+    marks = taba.shared_parameters(params, ["depth", "segment"])
+    assert marks == {"params": {"Conv_0": {"kernel": True}, "depth_head": {"kernel": False},
+                                "depth_hidden": {"bias": False}, "segment_head": {"kernel": False}}}
+
+
+def test_curve_fit_recovers_a_known_slope():
+    sizes = np.array([10, 20, 40, 80])
+    gamma, a = np.array([0.3, 0.8, 0.05]), np.array([1.0, 0.0, -2.0])
+    noise = np.exp(np.random.default_rng(0).normal(0, 0.01, (4, 3)))
+    losses = np.exp(a - gamma * np.log(sizes)[:, None]) * noise
+    fitted, intercept = taba.fit_learning_curves(sizes, losses, gamma_range=(0.01, 2.0))
+    np.testing.assert_allclose(fitted, gamma, atol=0.03)
+    np.testing.assert_allclose(intercept, a, atol=0.1)
+    clipped, _ = taba.fit_learning_curves(sizes, losses, gamma_range=(0.1, 0.5))
+    np.testing.assert_allclose(clipped, [0.3, 0.5, 0.1], atol=0.03)
+    with pytest.raises(ValueError, match="at least two distinct"):
+        taba.fit_learning_curves([10, 10], losses[:2])
+
+
+def test_identical_tasks_have_affinity_near_one_and_random_targets_near_zero(tmp_path):
+    images, targets = synthetic.generate(200, 16, 0)
+    noise = np.random.default_rng(0).normal(size=targets["depth"].shape).astype(np.float32)
+    dataset = MultiTaskDataset.from_arrays(
+        images, {"a": targets["depth"], "b": targets["depth"].copy(), "random": noise},
+        [TaskSpec(n, "dense_regression", 1) for n in ("a", "b", "random")])
+    problem = BudgetProblem(["a", "b", "random"], [1.0, 1.0, 1.0], len(dataset.train), 4800.0)
+    config = tiny_taba_config(steps=150, gamma="0.5", affinity_every=3)
+    config.train.widths = "8,16"
+    estimate = taba.estimate_information(dataset, taba.pilot_allocation(problem, 160, 0), config, 0, str(tmp_path))
+    s = np.asarray(estimate.information.affinity)
+    assert s[0, 1] > 0.7 and s[1, 0] > 0.7, s
+    assert np.all(s[2, :2] < 0.1) and np.all(s[:2, 2] < 0.1), s
+    assert estimate.lookahead.shape == (25, 3, 3) and estimate.affinity_steps[0] == 78
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return synthetic_dataset(150, 16, seed=0, tasks=["segment", "depth", "classify"])
+
+
+def test_run_spends_within_budget_contains_the_pilot_and_reuses_its_estimate(dataset, tmp_path, monkeypatch):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    allocation, information = taba.run(problem, dataset, tiny_taba_config(), seed=3, workdir=str(tmp_path))
+    pilot = taba.pilot_allocation(problem, taba.pilot_size(problem, 0.1), 3)
+    assert pilot.labels.sum(axis=0).tolist() == [10, 10, 10]
+    assert np.all(allocation.labels[pilot.labels]) and allocation.spent <= problem.budget
+    assert problem.budget - allocation.spent < 1  # the greedy spends what it can (cheapest label costs 1)
+    estimate = allocation.info["taba"]
+    assert estimate["pilot_size"] == 10 and estimate["subset_sizes"] == [2, 5, 10]
+    assert np.array(estimate["subset_losses"]).shape == (3, 3)
+    np.testing.assert_allclose(estimate["information"]["kappa"], 10.0)
+    assert np.all((np.array(information.gamma) >= 0.05 - 1e-6) & (np.array(information.gamma) <= 1.5 + 1e-6))
+
+    monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("the cached estimate was not used"))
+    again, _ = taba.run(problem, dataset, tiny_taba_config(), seed=3, workdir=str(tmp_path))
+    np.testing.assert_array_equal(again.labels, allocation.labels)
+
+
+def test_known_affinity_and_curves_skip_the_pilot(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("nothing should be trained"))
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 500.0)
+    config = tiny_taba_config(affinity="1,0.5,0;0.5,1,0;0,0,1", gamma="0.5,0.4,0.2", kappa="20")
+    allocation, information = taba.run(problem, dataset, config, seed=0, workdir=str(tmp_path))
+    assert allocation.spent <= 500 and "taba" not in allocation.info
+    np.testing.assert_allclose(information.gamma, [0.5, 0.4, 0.2])
+
+
+def test_pilot_too_small_is_a_clear_error():
+    problem = BudgetProblem(["a", "b"], [10.0, 10.0], 100, 300.0)
+    with pytest.raises(ValueError, match=r"config.rho=0.1 of budget 300 buys 1 fully labeled pilot images"):
+        taba.pilot_size(problem, 0.1)
+    with pytest.raises(ValueError, match=r"config.rho must be in \(0, 1\), got 1.5"):
+        taba.pilot_size(problem, 1.5)
