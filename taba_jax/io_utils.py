@@ -33,3 +33,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
 
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Appends one JSON line by rewriting the file atomically, so that a killed writer never leaves
+    a torn line: the file holds either all of the old lines or all of them plus the new one."""
+    old = b""
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            old = f.read()
+    with atomic_open(path, "wb") as f:
+        f.write(old + (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file ([] if it does not exist)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -131,6 +131,17 @@ def _compiled_step(model, tasks, weights, batching, optimizer_key):
     return jax.jit(make_train_step(model, list(tasks), dict(weights), batching, optimizer), donate_argnums=(0, 1))
 
 
+@functools.lru_cache(maxsize=32)
+def _compiled_init(model, optimizer_key, sharding):
+    """Jitted (key, images) -> (params, optimizer state), replicated; shared like `_compiled_step`."""
+    optimizer = make_optimizer(ml_collections.ConfigDict(dict(optimizer_key)))
+
+    def init(key, images):
+        params = model.init(key, images)
+        return params, optimizer.init(params)
+    return jax.jit(init, out_shardings=sharding)
+
+
 class Trainer:
     """Trains a MultiTaskNet on the labels of an allocation; checkpoints with orbax and resumes."""
 
@@ -155,7 +166,6 @@ class Trainer:
             raise ValueError(f"config.task_weights has {len(weights)} entries for {len(self.all_tasks)} tasks")
         self.weights = dict(zip([t.name for t in self.all_tasks], weights or [1.0] * len(self.all_tasks)))
         self.model = make_model(self.all_tasks, config)
-        self.optimizer = make_optimizer(config)
         self.mesh = data_mesh()
         if config.batch_size % jax.device_count():
             raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
@@ -169,8 +179,7 @@ class Trainer:
 
     def init_params(self):
         images = jnp.zeros((1,) + self.dataset.train.images.shape[1:], jnp.float32)
-        params = jax.jit(self.model.init, out_shardings=self.replicated)(jax.random.key(self.seed), images)
-        return params, jax.jit(self.optimizer.init, out_shardings=self.replicated)(params)
+        return _compiled_init(self.model, _optimizer_key(self.config), self.replicated)(jax.random.key(self.seed), images)
 
     def batch(self, step: int):
         """Device arrays for `step`: images (G, B, H, W, C), targets {task: (B, ...)}, masks."""

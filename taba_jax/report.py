@@ -1,0 +1,179 @@
+"""Report and plots of an experiment's records (one setting): report.md and three PNGs.
+
+Delta_m (METHOD section 6) here is against the full-supervision model of the same seed, one primary
+metric per task, in percent; 0 = as good as labelling everything, higher is better.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from taba_jax import io_utils
+
+PLOTS = ("delta_m_vs_budget.png", "labels_per_task.png", "affinity.png")
+
+
+def summarize(records: list[dict]) -> dict[tuple[str, float], tuple[float, float, int]]:
+    """(strategy, budget) -> (mean Delta_m, std over seeds, number of seeds)."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[r["strategy"], float(r["budget"])].append(r["delta_m"])
+    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+
+
+def best_heuristic(summary, budget: float) -> tuple[str, float]:
+    """The heuristic (any strategy but taba) with the highest mean Delta_m at `budget`."""
+    candidates = [(mean, s) for (s, b), (mean, _, _) in summary.items() if b == budget and s != "taba"]
+    mean, strategy = max(candidates)
+    return strategy, mean
+
+
+def budget_to_match(budgets, taba_means, target: float) -> float | None:
+    """Smallest budget at which TABA's mean Delta_m, linearly interpolated between the measured
+    budgets, reaches `target`; None beyond the largest budget, the smallest if already reached there."""
+    budgets, means = np.asarray(budgets, float), np.asarray(taba_means, float)
+    if means[0] >= target:
+        return float(budgets[0])
+    for (b0, m0), (b1, m1) in zip(zip(budgets, means), zip(budgets[1:], means[1:])):
+        if m0 < target <= m1:
+            return float(b0 + (target - m0) / (m1 - m0) * (b1 - b0))
+    return None
+
+
+def markdown(records: list[dict], title: str) -> str:
+    summary = summarize(records)
+    strategies = list(dict.fromkeys(r["strategy"] for r in records))
+    budgets = sorted({float(r["budget"]) for r in records})
+    best = {b: max(summary[s, b][0] for s in strategies if (s, b) in summary) for b in budgets}
+    lines = [f"# {title}", "",
+             "Δm (%) against full supervision of the same seed (one primary metric per task), mean ± std "
+             "over seeds; higher is better, 0 = as good as labelling everything. **Bold**: best at that budget.",
+             "", "| strategy | " + " | ".join(f"budget {b:g}" for b in budgets) + " |",
+             "|---|" + "---:|" * len(budgets)]
+    for s in strategies:
+        cells = []
+        for b in budgets:
+            if (s, b) not in summary:
+                cells.append("–")
+                continue
+            mean, std, n = summary[s, b]
+            cell = f"{mean:+.2f} ± {std:.2f} (n={n})"
+            cells.append(f"**{cell}**" if mean == best[b] else cell)
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += ["", "| budget | best heuristic | its Δm | TABA Δm | TABA − best heuristic | budget TABA needs to match |",
+              "|---:|---|---:|---:|---:|---:|"]
+    has_taba = all(("taba", b) in summary for b in budgets)
+    for b in budgets:
+        name, mean = best_heuristic(summary, b)
+        if not has_taba:
+            lines.append(f"| {b:g} | {name} | {mean:+.2f} | – | – | – |")
+            continue
+        taba_mean = summary["taba", b][0]
+        need = budget_to_match(budgets, [summary["taba", x][0] for x in budgets], mean)
+        if need is None:
+            need_text = f"> {budgets[-1]:g} (not reached)"
+        elif need == budgets[0] and summary["taba", budgets[0]][0] >= mean:
+            need_text = f"≤ {need:g} (≤ {need / b:.2f}×)"  # reached at the smallest budget measured
+        else:
+            need_text = f"{need:,.0f} ({need / b:.2f}×)"
+        lines.append(f"| {b:g} | {name} | {mean:+.2f} | {taba_mean:+.2f} | {taba_mean - mean:+.2f} | {need_text} |")
+    taba_runs = [r for r in records if "taba" in r]
+    if taba_runs:
+        tasks = list(taba_runs[0]["labels"])
+        affinity = np.mean([r["taba"]["affinity"] for r in taba_runs], axis=0)
+        gamma = np.mean([r["taba"]["gamma"] for r in taba_runs], axis=0)
+        lines += ["", f"TABA's estimate, mean over its {len(taba_runs)} runs: affinity S[s, t] (row s helps column t) "
+                  "and learning-curve slope γ.", "",
+                  "| s \\ t | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+        lines += [f"| {t} | " + " | ".join(f"{v:.2f}" for v in row) + " |" for t, row in zip(tasks, affinity)]
+        lines += ["| γ | " + " | ".join(f"{g:.2f}" for g in gamma) + " |"]
+    labels = _mean_labels(records)
+    lines += ["", "Labels bought per task (mean over seeds):", "",
+              "| strategy | budget | " + " | ".join(labels["tasks"]) + " |", "|---|---:|" + "---:|" * len(labels["tasks"])]
+    for (s, b), counts in labels["counts"].items():
+        lines.append(f"| {s} | {b:g} | " + " | ".join(f"{c:.0f}" for c in counts) + " |")
+    wall = sum(r["wall_seconds"] for r in records)
+    lines += ["", f"{len(records)} runs, {wall / 60:.1f} min of run time (references excluded).", "",
+              *(f"![{p}]({p})" for p in PLOTS if p != "affinity.png" or taba_runs), ""]
+    return "\n".join(lines)
+
+
+def _mean_labels(records):
+    tasks = list(records[0]["labels"])
+    groups = defaultdict(list)
+    for r in records:
+        groups[r["strategy"], float(r["budget"])].append([r["labels"][t] for t in tasks])
+    return {"tasks": tasks, "counts": {k: np.mean(v, axis=0) for k, v in groups.items()}}
+
+
+def write(records: list[dict], workdir: str, title: str) -> None:
+    """Writes `<workdir>/report.md` and the plots, atomically."""
+    if not records:
+        return
+    with io_utils.atomic_open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write(markdown(records, title))
+    _plots(records, workdir)
+
+
+def _plots(records, workdir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(records)
+    strategies = list(dict.fromkeys(r["strategy"] for r in records))
+    budgets = sorted({float(r["budget"]) for r in records})
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in strategies:
+        points = [(b, *summary[s, b][:2]) for b in budgets if (s, b) in summary]
+        b, mean, std = map(np.array, zip(*points))
+        ax.errorbar(b, mean, yerr=std, marker="o", capsize=3, label=s, lw=2.5 if s == "taba" else 1.2)
+    ax.set_xlabel("budget")
+    ax.set_ylabel("Δm vs full supervision (%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, os.path.join(workdir, PLOTS[0]))
+
+    labels = _mean_labels(records)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4 + 3 * len(budgets), 4.5), squeeze=False)
+    for ax, b in zip(axes[0], budgets):
+        bottom = np.zeros(len(strategies))
+        for t, task in enumerate(labels["tasks"]):
+            values = np.array([labels["counts"].get((s, b), np.zeros(len(labels["tasks"])))[t] for s in strategies])
+            ax.bar(range(len(strategies)), values, bottom=bottom, label=task)
+            bottom += values
+        ax.set_xticks(range(len(strategies)), strategies, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"budget {b:g}")
+        ax.set_ylabel("labels bought")
+    axes[0][0].legend(fontsize=7)
+    _save(fig, os.path.join(workdir, PLOTS[1]))
+
+    taba_runs = [r for r in records if "taba" in r]
+    if taba_runs:
+        affinity = np.mean([r["taba"]["affinity"] for r in taba_runs], axis=0)
+        tasks = labels["tasks"]
+        fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.2 * len(tasks) + 1))
+        image = ax.imshow(affinity, vmin=0, vmax=1, cmap="viridis")
+        for (i, j), v in np.ndenumerate(affinity):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k")
+        ax.set_xticks(range(len(tasks)), tasks)
+        ax.set_yticks(range(len(tasks)), tasks)
+        ax.set_xlabel("target task t")
+        ax.set_ylabel("source task s")
+        ax.set_title(f"estimated affinity S (mean of {len(taba_runs)} runs)")
+        fig.colorbar(image)
+        _save(fig, os.path.join(workdir, PLOTS[2]))
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    with io_utils.atomic_open(path, "wb") as f:
+        f.write(buffer.getvalue())

@@ -1,0 +1,113 @@
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from taba_jax import experiment, io_utils, report, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SPEC = importlib.util.spec_from_file_location("experiment_config", os.path.join(ROOT, "configs", "experiment.py"))
+experiment_config = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(experiment_config)
+
+TINY = dict(tasks="segment,depth", costs="10,3", budgets="260,520", seeds="0,1", num_images=60, image_size=8,
+            strategies="equal_budget,single_task:depth,taba")
+TINY_TRAIN = dict(num_steps=4, batch_size=4, widths="8", checkpoint_every=4, log_every=4, warmup_steps=1,
+                  eval_batch_size=64)
+
+
+def tiny_config():
+    config = experiment_config.get_config("geometry,quick")
+    config.update(TINY)
+    config.train.update(TINY_TRAIN)
+    config.taba.update(affinity_every=1, subset_fractions="0.5")
+    return config
+
+
+def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_path, monkeypatch):
+    records = experiment.run(tiny_config(), str(tmp_path), progress=False)
+    assert len(records) == 3 * 2 * 2
+    assert {experiment.run_key(r) for r in records} == {
+        ("geometry", s, b, seed) for s in ("equal_budget", "single_task:depth", "taba") for b in (260.0, 520.0)
+        for seed in (0, 1)}
+    for r in records:
+        assert r["spent"] <= r["budget"] and set(r["labels"]) == {"segment", "depth"}
+        assert set(r["metrics"]) == {"segment", "depth"} and isinstance(r["delta_m"], float)
+        assert r["money"]["segment"] == 10 * r["labels"]["segment"]
+    taba_records = [r for r in records if r["strategy"] == "taba"]
+    assert all(len(r["taba"]["affinity"]) == 2 and len(r["taba"]["gamma"]) == 2 for r in taba_records)
+    single = [r for r in records if r["strategy"] == "single_task:depth"]
+    assert all(r["untrained_tasks"] == ["segment"] and r["labels"]["segment"] == 0 for r in single)
+    assert sorted(os.listdir(tmp_path / "reference")) == ["seed0", "seed1"]
+    assert not (tmp_path / "runs" / "taba_b260_s0" / "checkpoints").exists()
+
+    text = (tmp_path / "report.md").read_text()
+    assert "| taba |" in text and "best heuristic" in text and "budget TABA needs to match" in text
+    assert text.count("**") >= 4  # a best entry marked per budget
+    for plot in report.PLOTS:
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    monkeypatch.setattr(experiment, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run re-ran"))
+    os.remove(tmp_path / "report.md")
+    again = experiment.run(tiny_config(), str(tmp_path), progress=False)
+    assert again == records and (tmp_path / "report.md").exists()
+
+
+def test_unknown_strategy_is_rejected_before_any_work(tmp_path):
+    config = tiny_config()
+    config.strategies = "equal_budget,greedy_magic"
+    with pytest.raises(ValueError, match=r"config.strategies has unknown \['greedy_magic'\]"):
+        experiment.run(config, str(tmp_path))
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
+    args = [sys.executable, "launch/experiment.py", "--config=configs/experiment.py:geometry,quick",
+            f"--workdir={tmp_path}", "--noprogress", *(f"--config.{k}={v}" for k, v in TINY.items()),
+            *(f"--config.train.{k}={v}" for k, v in TINY_TRAIN.items()), "--config.strategies=equal_budget",
+            "--config.seeds=0,1,2"]
+    results = tmp_path / "results.jsonl"
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and (not results.exists() or results.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    lines = results.read_text().splitlines()
+    assert 2 <= len(lines) < 6
+    assert all(isinstance(json.loads(line), dict) for line in lines)  # every line whole
+    finished = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"{len(lines)} already finished" in finished.stdout
+    records = io_utils.read_jsonl(results)
+    assert len(records) == 6 and len({experiment.run_key(r) for r in records}) == 6
+    assert [json.dumps(r, sort_keys=True) for r in records[:len(lines)]] == lines
+
+
+def test_append_jsonl_is_all_or_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "results.jsonl"
+    io_utils.append_jsonl(path, {"a": 1})
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk gone")))
+    with pytest.raises(OSError, match="disk gone"):
+        io_utils.append_jsonl(path, {"b": 2})
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert io_utils.read_jsonl(path) == [{"a": 1}] and os.listdir(tmp_path) == ["results.jsonl"]
+
+
+def test_report_budget_to_match_interpolates():
+    assert report.budget_to_match([100, 200, 400], [-20.0, -10.0, -5.0], -15.0) == 150.0
+    assert report.budget_to_match([100, 200, 400], [-20.0, -10.0, -5.0], -7.5) == 300.0
+    assert report.budget_to_match([100, 200, 400], [-20.0, -10.0, -5.0], -25.0) == 100.0
+    assert report.budget_to_match([100, 200, 400], [-20.0, -10.0, -5.0], -1.0) is None
+
+
+def test_experiment_config_rejects_unknown_setting():
+    with pytest.raises(ValueError, match="unknown setting 'space'"):
+        experiment_config.get_config("space")
+    assert experiment_config.get_config("tag,full").budgets == "1000,3000,8000"
