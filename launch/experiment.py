@@ -4,7 +4,7 @@
 
 Re-running the same command skips finished runs (results.jsonl), so a killed experiment resumes.
 """
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from taba_jax import experiment
@@ -17,6 +17,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     records = experiment.run(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
     print(f"{len(records)} runs of setting {_CONFIG.value.setting!r}; report: {_WORKDIR.value}/report.md")
 

@@ -4,7 +4,7 @@
         [--config.allocation=/tmp/allocation.npz] [--config.reference=DIR/results.json]
 """
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from taba_jax import pipeline
@@ -17,6 +17,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     if _MULTIPROCESS.value:
         jax.distributed.initialize()
     results = pipeline.run(_CONFIG.value, _WORKDIR.value)
