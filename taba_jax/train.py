@@ -269,7 +269,7 @@ def _process_slice(array: np.ndarray, sharding: NamedSharding) -> np.ndarray:
 
 def evaluate(model: MultiTaskNet, params, tasks: list[TaskSpec], split: Split, batch_size: int = 256) -> dict:
     """Per-task metrics on a split, with each task's primary metric under "primary"."""
-    total = _split_sums(_metric_sums_fn(model, tuple(tasks)), params, tasks, split, batch_size)
+    total = _split_sums(_batch_sums_fn(model, tuple(tasks), "metrics"), params, tasks, split, batch_size)
     metrics = {}
     for task in tasks:
         values = task.finalize_metrics(total[task.name])
@@ -281,7 +281,7 @@ def evaluate(model: MultiTaskNet, params, tasks: list[TaskSpec], split: Split, b
 def evaluate_losses(model: MultiTaskNet, params, tasks: list[TaskSpec], split: Split,
                     batch_size: int = 256) -> dict[str, float]:
     """Mean training loss of each task over a split (all examples labeled)."""
-    total = _split_sums(_loss_sums_fn(model, tuple(tasks)), params, tasks, split, batch_size)
+    total = _split_sums(_batch_sums_fn(model, tuple(tasks), "losses"), params, tasks, split, batch_size)
     return {t.name: float(total[t.name] / len(split)) for t in tasks}
 
 
@@ -295,20 +295,14 @@ def _split_sums(batch_sums, params, tasks, split: Split, batch_size: int):
     return total
 
 
-@functools.lru_cache(maxsize=32)
-def _metric_sums_fn(model, tasks):
+@functools.lru_cache(maxsize=64)
+def _batch_sums_fn(model, tasks, statistic: str):
+    """Jitted per-batch sums for `_split_sums`: metric statistics or example-weighted losses."""
     @jax.jit
     def sums(params, images, targets):
         predictions = model.apply(params, images)
-        return {t.name: t.metric_sums(predictions[t.name], targets[t.name]) for t in tasks}
-    return sums
-
-
-@functools.lru_cache(maxsize=32)
-def _loss_sums_fn(model, tasks):
-    @jax.jit
-    def sums(params, images, targets):
-        predictions = model.apply(params, images)
+        if statistic == "metrics":
+            return {t.name: t.metric_sums(predictions[t.name], targets[t.name]) for t in tasks}
         return {t.name: t.loss(predictions[t.name], targets[t.name]) * images.shape[0] for t in tasks}
     return sums
 
