@@ -52,6 +52,9 @@ def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_pat
     for plot in report.PLOTS:
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    table = report.settings_markdown({"geometry": records}).splitlines()
+    assert len(table) == 4 and all(row.startswith("| geometry |") and row.endswith(" of 3 |") for row in table[2:])
+
     monkeypatch.setattr(experiment, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run re-ran"))
     os.remove(tmp_path / "report.md")
     again = experiment.run(tiny_config(), str(tmp_path), progress=False)
@@ -87,6 +90,10 @@ def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
     records = io_utils.read_jsonl(results)
     assert len(records) == 6 and len({experiment.run_key(r) for r in records}) == 6
     assert [json.dumps(r, sort_keys=True) for r in records[:len(lines)]] == lines
+    summary = subprocess.run([sys.executable, "launch/summarize.py", f"--workdirs={tmp_path}",
+                              f"--out={tmp_path / 'summary.md'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0, summary.stderr
+    assert "| geometry | 260 | equal_budget |" in (tmp_path / "summary.md").read_text()
 
 
 def test_append_jsonl_is_all_or_nothing(tmp_path, monkeypatch):

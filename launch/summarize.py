@@ -1,0 +1,34 @@
+"""One table across experiment workdirs: the best heuristic per setting and budget, and TABA's rank.
+
+    python launch/summarize.py --workdirs=/tmp/taba_geometry,/tmp/taba_tag,/tmp/taba_weak --out=/tmp/summary.md
+"""
+import os
+
+from absl import app, flags
+
+from taba_jax import experiment, io_utils, report
+
+_WORKDIRS = flags.DEFINE_list("workdirs", None, "Experiment workdirs (each with results.jsonl).")
+_OUT = flags.DEFINE_string("out", None, "Where to write the markdown table (printed as well).")
+flags.mark_flags_as_required(["workdirs"])
+
+
+def main(argv):
+    del argv
+    by_setting = {}
+    for workdir in _WORKDIRS.value:
+        path = os.path.join(workdir, experiment.RESULTS_FILE)
+        records = io_utils.read_jsonl(path)
+        if not records:
+            raise app.UsageError(f"--workdirs: {path} has no results")
+        for record in records:
+            by_setting.setdefault(record["setting"], []).append(record)
+    text = report.settings_markdown(by_setting)
+    if _OUT.value:
+        with io_utils.atomic_open(_OUT.value, "w") as f:
+            f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
