@@ -65,7 +65,7 @@ def run(config, workdir: str, progress: bool = True) -> list[dict]:
         io_utils.append_jsonl(results_path, record)
     records = [r for r in io_utils.read_jsonl(results_path) if r["setting"] == config.setting]
     report.write(records, workdir, title=f"Setting `{config.setting}`: tasks {config.tasks}, costs {config.costs}, "
-                                         f"pool {pool} images, {config.image_size}x{config.image_size}")
+                                         f"pool {pool} images, {config.image_size}x{config.image_size}", tasks=tasks)
     return records
 
 
@@ -97,7 +97,7 @@ def _run_one(dataset, problem: BudgetProblem, strategy: str, seed: int, referenc
     results = train_and_evaluate(dataset, allocation, config.train, directory, seed=seed, reference=reference,
                                  progress=progress)
     _drop_checkpoints(directory, config)
-    record = {"setting": config.setting, "strategy": strategy, "budget": problem.budget, "seed": seed,
+    record = {"setting": config.setting, "tasks": list(problem.task_names), "strategy": strategy, "budget": problem.budget, "seed": seed,
               "labels": results["labels"], "money": dict(zip(problem.task_names, allocation.spent_per_task.tolist())),
               "spent": allocation.spent, "metrics": results["metrics"], "delta_m": results["delta_m"],
               "untrained_tasks": results["untrained_tasks"], "wall_seconds": time.perf_counter() - start}

@@ -43,7 +43,7 @@ def budget_to_match(budgets, taba_means, target: float) -> float | None:
     return None
 
 
-def markdown(records: list[dict], title: str) -> str:
+def markdown(records: list[dict], title: str, tasks: list[str]) -> str:
     summary = summarize(records)
     strategies = list(dict.fromkeys(r["strategy"] for r in records))
     budgets = sorted({float(r["budget"]) for r in records})
@@ -82,7 +82,6 @@ def markdown(records: list[dict], title: str) -> str:
         lines.append(f"| {b:g} | {name} | {mean:+.2f} | {taba_mean:+.2f} | {taba_mean - mean:+.2f} | {need_text} |")
     taba_runs = [r for r in records if "taba" in r]
     if taba_runs:
-        tasks = list(taba_runs[0]["labels"])
         affinity = np.mean([r["taba"]["affinity"] for r in taba_runs], axis=0)
         gamma = np.mean([r["taba"]["gamma"] for r in taba_runs], axis=0)
         lines += ["", f"TABA's estimate, mean over its {len(taba_runs)} runs: affinity S[s, t] (row s helps column t) "
@@ -90,7 +89,7 @@ def markdown(records: list[dict], title: str) -> str:
                   "| s \\ t | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
         lines += [f"| {t} | " + " | ".join(f"{v:.2f}" for v in row) + " |" for t, row in zip(tasks, affinity)]
         lines += ["| γ | " + " | ".join(f"{g:.2f}" for g in gamma) + " |"]
-    labels = _mean_labels(records)
+    labels = _mean_labels(records, tasks)
     lines += ["", "Labels bought per task (mean over seeds):", "",
               "| strategy | budget | " + " | ".join(labels["tasks"]) + " |", "|---|---:|" + "---:|" * len(labels["tasks"])]
     for (s, b), counts in labels["counts"].items():
@@ -119,24 +118,24 @@ def settings_markdown(records_by_setting: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mean_labels(records):
-    tasks = list(records[0]["labels"])
+def _mean_labels(records, tasks):
     groups = defaultdict(list)
     for r in records:
         groups[r["strategy"], float(r["budget"])].append([r["labels"][t] for t in tasks])
     return {"tasks": tasks, "counts": {k: np.mean(v, axis=0) for k, v in groups.items()}}
 
 
-def write(records: list[dict], workdir: str, title: str) -> None:
-    """Writes `<workdir>/report.md` and the plots, atomically."""
+def write(records: list[dict], workdir: str, title: str, tasks: list[str]) -> None:
+    """Writes `<workdir>/report.md` and the plots, atomically. `tasks` in the order of the setting
+    (the order of TABA's affinity matrix)."""
     if not records:
         return
     with io_utils.atomic_open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(markdown(records, title))
-    _plots(records, workdir)
+        f.write(markdown(records, title, tasks))
+    _plots(records, workdir, tasks)
 
 
-def _plots(records, workdir):
+def _plots(records, workdir, tasks):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -156,7 +155,7 @@ def _plots(records, workdir):
     ax.grid(alpha=0.3)
     _save(fig, os.path.join(workdir, PLOTS[0]))
 
-    labels = _mean_labels(records)
+    labels = _mean_labels(records, tasks)
     fig, axes = plt.subplots(1, len(budgets), figsize=(4 + 3 * len(budgets), 4.5), squeeze=False)
     for ax, b in zip(axes[0], budgets):
         bottom = np.zeros(len(strategies))
@@ -173,7 +172,6 @@ def _plots(records, workdir):
     taba_runs = [r for r in records if "taba" in r]
     if taba_runs:
         affinity = np.mean([r["taba"]["affinity"] for r in taba_runs], axis=0)
-        tasks = labels["tasks"]
         fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.2 * len(tasks) + 1))
         image = ax.imshow(affinity, vmin=0, vmax=1, cmap="viridis")
         for (i, j), v in np.ndenumerate(affinity):

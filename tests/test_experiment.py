@@ -49,6 +49,8 @@ def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_pat
     text = (tmp_path / "report.md").read_text()
     assert "| taba |" in text and "best heuristic" in text and "budget TABA needs to match" in text
     assert text.count("**") >= 4  # a best entry marked per budget
+    assert "| s \\ t | segment | depth |" in text  # the setting's task order, that of the affinity matrix
+    assert all(r["tasks"] == ["segment", "depth"] for r in records)
     for plot in report.PLOTS:
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
