@@ -202,6 +202,10 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config, s
     if given_affinity is not None:
         affinity, lookahead, steps = given_affinity, np.zeros((0, len(tasks), len(tasks))), []
     else:
+        if not measure.values:
+            raise ValueError(f"no affinity measurement in {config.train.num_steps} pilot steps with "
+                             f"config.affinity_every={config.affinity_every} and "
+                             f"config.affinity_start={config.affinity_start}")
         lookahead, steps = np.array(measure.values), measure.steps
         affinity = np.asarray(affinity_from_lookahead(lookahead), np.float64)
     kappa = _task_values("kappa", config.kappa, len(tasks)) if config.kappa else float(n)

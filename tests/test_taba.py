@@ -114,6 +114,13 @@ def test_known_affinity_and_curves_skip_the_pilot(dataset, tmp_path, monkeypatch
     np.testing.assert_allclose(information.gamma, [0.5, 0.4, 0.2])
 
 
+def test_no_affinity_measurement_is_a_clear_error(dataset, tmp_path):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    config = tiny_taba_config(steps=4, affinity_every=5, gamma="0.5")
+    with pytest.raises(ValueError, match="no affinity measurement in 4 pilot steps with config.affinity_every=5"):
+        taba.run(problem, dataset, config, seed=0, workdir=str(tmp_path))
+
+
 def test_pilot_too_small_is_a_clear_error():
     problem = BudgetProblem(["a", "b"], [10.0, 10.0], 100, 300.0)
     with pytest.raises(ValueError, match=r"config.rho=0.1 of budget 300 buys 1 fully labeled pilot images"):
