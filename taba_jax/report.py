@@ -104,17 +104,18 @@ def markdown(records: list[dict], title: str, tasks: list[str]) -> str:
 def settings_markdown(records_by_setting: dict[str, list[dict]]) -> str:
     """One table over settings: the best heuristic at each budget, its Delta_m and TABA's, so that
     one can see whether the best heuristic differs between settings and where TABA stands."""
-    lines = ["| setting | budget | best heuristic | its Δm | runner-up heuristic | TABA Δm | TABA rank |",
+    lines = ["| setting | budget | best heuristic | its Δm (mean ± std) | runner-up heuristic | TABA Δm | TABA rank |",
              "|---|---:|---|---:|---|---:|---:|"]
     for setting, records in records_by_setting.items():
         summary = summarize(records)
         for b in sorted({float(r["budget"]) for r in records}):
             ranked = sorted(((m, s) for (s, x), (m, _, _) in summary.items() if x == b), reverse=True)
             heuristics = [(m, s) for m, s in ranked if s != "taba"]
-            (best_mean, best), runner_up = heuristics[0], heuristics[1][1] if len(heuristics) > 1 else "–"
+            (_, best), runner_up = heuristics[0], heuristics[1][1] if len(heuristics) > 1 else "–"
             taba_rank = [s for _, s in ranked].index("taba") + 1 if ("taba", b) in summary else None
-            taba_cell = f"{summary['taba', b][0]:+.2f}" if taba_rank else "–"
-            lines.append(f"| {setting} | {b:g} | {best} | {best_mean:+.2f} | {runner_up} | {taba_cell} | "
+            cell = lambda s: f"{summary[s, b][0]:+.2f} ± {summary[s, b][1]:.2f}"  # noqa: E731
+            lines.append(f"| {setting} | {b:g} | {best} | {cell(best)} | {runner_up} | "
+                         f"{cell('taba') if taba_rank else '–'} | "
                          f"{f'{taba_rank} of {len(ranked)}' if taba_rank else '–'} |")
     return "\n".join(lines) + "\n"
 
