@@ -4,6 +4,7 @@ report and plots (`taba_jax.report`).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -64,8 +65,13 @@ def run(config, workdir: str, progress: bool = True) -> list[dict]:
         record = _run_one(dataset, problem_for(budget), strategy, seed, reference, config, workdir, progress)
         io_utils.append_jsonl(results_path, record)
     records = [r for r in io_utils.read_jsonl(results_path) if r["setting"] == config.setting]
+    references = []
+    for seed in sorted({r["seed"] for r in records}):
+        with open(os.path.join(workdir, "reference", f"seed{seed}", "results.json")) as f:
+            references.append(json.load(f))
     report.write(records, workdir, title=f"Setting `{config.setting}`: tasks {config.tasks}, costs {config.costs}, "
-                                         f"pool {pool} images, {config.image_size}x{config.image_size}", tasks=tasks)
+                                         f"pool {pool} images, {config.image_size}x{config.image_size}", tasks=tasks,
+                 references=references)
     return records
 
 

@@ -44,7 +44,7 @@ def budget_to_match(budgets, taba_means, target: float) -> float | None:
     return None
 
 
-def markdown(records: list[dict], title: str, tasks: list[str]) -> str:
+def markdown(records: list[dict], title: str, tasks: list[str], references: list[dict] = ()) -> str:
     summary = summarize(records)
     strategies = list(dict.fromkeys(r["strategy"] for r in records))
     budgets = sorted({float(r["budget"]) for r in records})
@@ -95,6 +95,11 @@ def markdown(records: list[dict], title: str, tasks: list[str]) -> str:
               "| strategy | budget | " + " | ".join(labels["tasks"]) + " |", "|---|---:|" + "---:|" * len(labels["tasks"])]
     for (s, b), counts in labels["counts"].items():
         lines.append(f"| {s} | {b:g} | " + " | ".join(f"{c:.0f}" for c in counts) + " |")
+    if references:
+        lines += ["", f"Full-supervision reference (every label of the pool), primary metric per task, mean over its "
+                  f"{len(references)} seeds: " + ", ".join(
+                      f"{t} {references[0]['metrics'][t]['primary_metric']} "
+                      f"{np.mean([ref['metrics'][t]['primary'] for ref in references]):.3f}" for t in tasks) + "."]
     wall = sum(r["wall_seconds"] for r in records)
     lines += ["", f"{len(records)} runs, {wall / 60:.1f} min of run time (references excluded).", "",
               *(f"![{p}]({p})" for p in PLOTS if p != "affinity.png" or taba_runs), ""]
@@ -127,13 +132,13 @@ def _mean_labels(records, tasks):
     return {"tasks": tasks, "counts": {k: np.mean(v, axis=0) for k, v in groups.items()}}
 
 
-def write(records: list[dict], workdir: str, title: str, tasks: list[str]) -> None:
+def write(records: list[dict], workdir: str, title: str, tasks: list[str], references: list[dict] = ()) -> None:
     """Writes `<workdir>/report.md` and the plots, atomically. `tasks` in the order of the setting
     (the order of TABA's affinity matrix)."""
     if not records:
         return
     with io_utils.atomic_open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(markdown(records, title, tasks))
+        f.write(markdown(records, title, tasks, references))
     _plots(records, workdir, tasks)
 
 

@@ -51,6 +51,8 @@ def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_pat
     assert text.count("**") >= 4  # a best entry marked per budget
     assert "| s \\ t | segment | depth |" in text  # the setting's task order, that of the affinity matrix
     assert all(r["tasks"] == ["segment", "depth"] for r in records)
+    assert "Full-supervision reference (every label of the pool), primary metric per task, mean over its 2 seeds: " \
+           "segment miou 0." in text
     for plot in report.PLOTS:
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
