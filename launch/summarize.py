@@ -15,15 +15,17 @@ flags.mark_flags_as_required(["workdirs"])
 
 def main(argv):
     del argv
-    by_setting = {}
+    by_workdir = {}
     for workdir in _WORKDIRS.value:
         path = os.path.join(workdir, experiment.RESULTS_FILE)
-        records = io_utils.read_jsonl(path)
-        if not records:
+        by_workdir[workdir] = io_utils.read_jsonl(path)
+        if not by_workdir[workdir]:
             raise app.UsageError(f"--workdirs: {path} has no results")
-        for record in records:
-            by_setting.setdefault(record["setting"], []).append(record)
-    text = report.settings_markdown(by_setting)
+    settings = [records[0]["setting"] for records in by_workdir.values()]
+    # A setting run in two workdirs (e.g. other budgets) is told apart by its folder name.
+    text = report.settings_markdown({
+        setting if settings.count(setting) == 1 else f"{setting} ({os.path.basename(os.path.normpath(w))})": records
+        for setting, (w, records) in zip(settings, by_workdir.items())})
     if _OUT.value:
         with io_utils.atomic_open(_OUT.value, "w") as f:
             f.write(text)
