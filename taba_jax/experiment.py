@@ -23,12 +23,17 @@ def run_key(record: dict) -> tuple:
     return record["setting"], record["strategy"], float(record["budget"]), int(record["seed"])
 
 
+# Fields that may change between invocations on one workdir: they select runs, not how a run is done.
+RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "keep_checkpoints")
+
+
 def plan(config, problem_for) -> list[tuple[str, float, int]]:
     """(strategy, budget, seed) of every run, budgets outermost."""
     budgets = config_utils.parse_floats("budgets", config.budgets)
-    seeds = [int(s) for s in config_utils.parse_floats("seeds", config.seeds)]
-    if any(s != int(s) for s in config_utils.parse_floats("seeds", config.seeds)):
+    seed_values = config_utils.parse_floats("seeds", config.seeds)
+    if any(s != int(s) for s in seed_values):
         raise ValueError(f"config.seeds must be integers, got {config.seeds!r}")
+    seeds = [int(s) for s in seed_values]
     runs = []
     for budget in budgets:
         problem = problem_for(budget)
@@ -55,6 +60,7 @@ def run(config, workdir: str, progress: bool = True) -> list[dict]:
     pool = len(dataset.train)
     problem_for = lambda budget: BudgetProblem(tasks, costs, pool, budget)  # noqa: E731
     runs = plan(config, problem_for)
+    _check_same_config(config, workdir)
     results_path = os.path.join(workdir, RESULTS_FILE)
     done = {run_key(r) for r in io_utils.read_jsonl(results_path)}
     todo = [r for r in runs if (config.setting, *r) not in done]
@@ -73,6 +79,21 @@ def run(config, workdir: str, progress: bool = True) -> list[dict]:
                                          f"pool {pool} images, {config.image_size}x{config.image_size}", tasks=tasks,
                  references=references)
     return records
+
+
+def _check_same_config(config, workdir: str) -> None:
+    """Refuses to mix runs of different configs in one workdir (only RUN_SELECTION_FIELDS may change)."""
+    current = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in RUN_SELECTION_FIELDS}))
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        io_utils.write_json(path, current)
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differing:
+        raise ValueError(f"workdir {workdir!r} holds runs of another config: config.{', config.'.join(differing)} "
+                         f"differ from {path} (only {', '.join(RUN_SELECTION_FIELDS)} may change); use a new workdir")
 
 
 def _reference(dataset, tasks, costs, config, seed: int, workdir: str, progress: bool) -> str:

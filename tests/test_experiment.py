@@ -73,6 +73,18 @@ def test_unknown_strategy_is_rejected_before_any_work(tmp_path):
     assert not (tmp_path / "results.jsonl").exists()
 
 
+def test_rerun_with_another_training_config_is_refused(tmp_path):
+    config = tiny_config()
+    config.update(strategies="equal_budget", budgets="260", seeds="0")
+    assert len(experiment.run(config, str(tmp_path), progress=False)) == 1
+    config.seeds = "0,1"  # more seeds: allowed, runs only the new one
+    assert len(experiment.run(config, str(tmp_path), progress=False)) == 2
+    config.train.num_steps = 5
+    with pytest.raises(ValueError, match=r"holds runs of another config: config.taba, config.train differ"):
+        experiment.run(config, str(tmp_path), progress=False)
+    assert len(io_utils.read_jsonl(tmp_path / "results.jsonl")) == 2
+
+
 def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
     args = [sys.executable, "launch/experiment.py", "--config=configs/experiment.py:geometry,quick",
             f"--workdir={tmp_path}", "--noprogress", *(f"--config.{k}={v}" for k, v in TINY.items()),
