@@ -127,3 +127,12 @@ def test_pilot_too_small_is_a_clear_error():
         taba.pilot_size(problem, 0.1)
     with pytest.raises(ValueError, match=r"config.rho must be in \(0, 1\), got 1.5"):
         taba.pilot_size(problem, 1.5)
+
+
+def test_same_seed_gives_the_same_estimate_and_allocation(dataset, tmp_path):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    config = tiny_taba_config(gamma="0.5")
+    first, _ = taba.run(problem, dataset, config, seed=5, workdir=str(tmp_path / "a"))
+    second, _ = taba.run(problem, dataset, config, seed=5, workdir=str(tmp_path / "b"))
+    np.testing.assert_array_equal(first.labels, second.labels)
+    assert first.info["taba"]["lookahead"] == second.info["taba"]["lookahead"]
