@@ -25,6 +25,16 @@ def parse_floats(field: str, value: str | float | Sequence[float]) -> list[float
         raise ValueError(f"config.{field} must be comma-separated numbers, got {value!r}") from None
 
 
+def parse_task_values(field: str, value: str | float | Sequence[float], num_tasks: int) -> np.ndarray:
+    """'0.5' (one value for every task) or '0.5,0.4,0.2' (one per task) -> a (num_tasks,) array."""
+    values = np.array(parse_floats(field, value))
+    if len(values) == 1:
+        return np.full(num_tasks, values[0])
+    if len(values) != num_tasks:
+        raise ValueError(f"config.{field} has {len(values)} values for {num_tasks} tasks: {value!r}")
+    return values
+
+
 def parse_matrix(field: str, value: str, size: int) -> np.ndarray:
     """'1,0.5;0.5,1' -> a (size, size) array; rows separated by ';'."""
     rows = [parse_floats(field, row) for row in value.split(";")]

@@ -124,8 +124,8 @@ def _run_one(dataset, problem: BudgetProblem, strategy: str, seed: int, referenc
     results = train_and_evaluate(dataset, allocation, config.train, directory, seed=seed, reference=reference,
                                  progress=progress)
     _drop_checkpoints(directory, config)
-    record = {"setting": config.setting, "tasks": list(problem.task_names), "strategy": strategy, "budget": problem.budget, "seed": seed,
-              "labels": results["labels"], "money": dict(zip(problem.task_names, allocation.spent_per_task.tolist())),
+    record = {"setting": config.setting, "tasks": list(problem.task_names), "strategy": strategy,
+              "budget": problem.budget, "seed": seed, "labels": results["labels"], "money": dict(zip(problem.task_names, allocation.spent_per_task.tolist())),
               "spent": allocation.spent, "metrics": results["metrics"], "delta_m": results["delta_m"],
               "untrained_tasks": results["untrained_tasks"], "wall_seconds": time.perf_counter() - start}
     if information is not None:

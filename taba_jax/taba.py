@@ -156,7 +156,7 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config, s
 
     Cached as `<workdir>/estimate.json`: an existing estimate for the same pilot is returned as is.
     """
-    tasks = _tasks_of(dataset, pilot.problem.task_names)
+    tasks = dataset.task_specs(pilot.problem.task_names)
     names = [t.name for t in tasks]
     pilot_images = np.flatnonzero(pilot.labels.all(axis=1))
     if len(pilot_images) < 2 or pilot.labels.sum() != len(pilot_images) * len(tasks):
@@ -194,7 +194,7 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config, s
     subset_sizes = sizes + [n]
     subset_losses = np.array([losses[s] for s in subset_sizes])
     if config.gamma:
-        gamma = _task_values("gamma", config.gamma, len(tasks))
+        gamma = config_utils.parse_task_values("gamma", config.gamma, len(tasks))
         intercept = np.log(subset_losses[-1]) + gamma * np.log(n)
     else:
         gamma, intercept = fit_learning_curves(subset_sizes, subset_losses,
@@ -208,9 +208,7 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config, s
                              f"config.affinity_start={config.affinity_start}")
         lookahead, steps = np.array(measure.values), measure.steps
         affinity = np.asarray(affinity_from_lookahead(lookahead), np.float64)
-    kappa = _task_values("kappa", config.kappa, len(tasks)) if config.kappa else float(n)
-    weights = _task_values("weights", config.weights, len(tasks)) if config.weights else None
-    information = InformationModel(affinity, gamma, kappa, weights, curve=config.curve)
+    information = _information_model(config, affinity, gamma, default_kappa=float(n))
     estimate = Estimate(information, n, steps, lookahead, subset_sizes, subset_losses, intercept)
     io_utils.write_json(cache, {"key": key, "estimate": estimate.to_json()})
     return estimate
@@ -224,13 +222,11 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset, config, seed: int, wo
     With both `config.affinity` and `config.gamma` given nothing is estimated and no pilot is bought.
     """
     if config.affinity and config.gamma:
-        kappa = _task_values("kappa", config.kappa, problem.num_tasks) if config.kappa else None
-        if kappa is None:
+        if not config.kappa:
             raise ValueError("config.kappa is required when affinity and gamma are given (no pilot to size it)")
-        weights = _task_values("weights", config.weights, problem.num_tasks) if config.weights else None
-        information = InformationModel(config_utils.parse_matrix("affinity", config.affinity, problem.num_tasks),
-                                       _task_values("gamma", config.gamma, problem.num_tasks), kappa, weights,
-                                       curve=config.curve)
+        information = _information_model(
+            config, config_utils.parse_matrix("affinity", config.affinity, problem.num_tasks),
+            config_utils.parse_task_values("gamma", config.gamma, problem.num_tasks), default_kappa=None)
         return allocate(problem, "taba", information=information, seed=seed), information
     pilot = pilot_allocation(problem, pilot_size(problem, config.rho), seed)
     estimate = estimate_information(dataset, pilot, config, seed, workdir, progress)
@@ -290,15 +286,9 @@ def _train_subset(dataset, pilot: Allocation, images, train_config, seed, workdi
     return trainer.model, result.params
 
 
-def _tasks_of(dataset: MultiTaskDataset, names) -> list[TaskSpec]:
-    specs = {t.name: t for t in dataset.tasks}
-    return [specs[n] for n in names]
-
-
-def _task_values(field: str, text: str, num_tasks: int) -> np.ndarray:
-    values = np.array(config_utils.parse_floats(field, text))
-    if len(values) == 1:
-        return np.full(num_tasks, values[0])
-    if len(values) != num_tasks:
-        raise ValueError(f"config.{field} has {len(values)} values for {num_tasks} tasks")
-    return values
+def _information_model(config, affinity, gamma, default_kappa) -> InformationModel:
+    """S and gamma (estimated or given) with the config's kappa (else `default_kappa`), weights and curve."""
+    num_tasks = len(affinity)
+    kappa = config_utils.parse_task_values("kappa", config.kappa, num_tasks) if config.kappa else default_kappa
+    weights = config_utils.parse_task_values("weights", config.weights, num_tasks) if config.weights else None
+    return InformationModel(affinity, gamma, kappa, weights, curve=config.curve)

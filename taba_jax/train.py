@@ -155,8 +155,7 @@ class Trainer:
         if config.batching not in BATCHINGS:
             raise ValueError(f"config.batching must be one of {BATCHINGS}, got {config.batching!r}")
         self.config, self.workdir, self.seed, self.dataset = config, workdir, seed, dataset
-        specs = {t.name: t for t in dataset.tasks}
-        self.all_tasks = [specs[t] for t in allocation.problem.task_names]
+        self.all_tasks = dataset.task_specs(allocation.problem.task_names)
         self.labeled = {t.name: allocation.labeled_indices(t.name) for t in self.all_tasks}
         self.tasks = [t for t in self.all_tasks if len(self.labeled[t.name])]
         self.untrained = [t.name for t in self.all_tasks if not len(self.labeled[t.name])]

@@ -1,8 +1,6 @@
 """Builds the budget problem, information model and allocation that a config describes."""
 from __future__ import annotations
 
-import numpy as np
-
 from taba_jax import config_utils
 from taba_jax.budget.information import InformationModel
 from taba_jax.budget.problem import Allocation, BudgetProblem
@@ -17,8 +15,7 @@ def problem_from_config(config) -> BudgetProblem:
 def information_from_config(config, num_tasks: int) -> InformationModel:
     """The user-given TABA parameters (affinity, gamma, kappa, weights, curve)."""
     def vector(field):
-        values = config_utils.parse_floats(field, config[field])
-        return values[0] if len(values) == 1 else np.array(values)
+        return config_utils.parse_task_values(field, config[field], num_tasks)
 
     return InformationModel(config_utils.parse_matrix("affinity", config.affinity, num_tasks),
                             vector("gamma"), vector("kappa"), vector("weights"), curve=config.curve)

@@ -64,13 +64,18 @@ class MultiTaskDataset:
     def train(self) -> Split:
         return self.splits["train"]
 
-    def select_tasks(self, names: list[str]) -> "MultiTaskDataset":
+    def task_specs(self, names) -> list[TaskSpec]:
+        """The TaskSpecs of `names`, in that order."""
         by_name = {t.name: t for t in self.tasks}
         unknown = [n for n in names if n not in by_name]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; the dataset has {self.task_names}")
+        return [by_name[n] for n in names]
+
+    def select_tasks(self, names: list[str]) -> "MultiTaskDataset":
+        tasks = self.task_specs(names)
         splits = {k: Split(s.images, {n: s.targets[n] for n in names}) for k, s in self.splits.items()}
-        return MultiTaskDataset(tuple(by_name[n] for n in names), splits)
+        return MultiTaskDataset(tuple(tasks), splits)
 
 
 def synthetic_dataset(num_images: int, image_size: int = 32, seed: int = 0, tasks: list[str] | None = None,
