@@ -4,10 +4,10 @@
 
 Re-running the same command skips finished runs (results.jsonl), so a killed experiment resumes.
 """
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from taba_jax import experiment
+from taba_jax import cli, config as cfg, experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "results.jsonl, report.md, plots, runs/, reference/.")
@@ -17,11 +17,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
-    records = experiment.run(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
-    print(f"{len(records)} runs of setting {_CONFIG.value.setting!r}; report: {_WORKDIR.value}/report.md")
+    config = cfg.parse(cfg.ExperimentConfig, _CONFIG.value)
+    records = experiment.run(config, _WORKDIR.value, progress=_PROGRESS.value)
+    print(f"{len(records)} runs of setting {config.setting!r}; report: {_WORKDIR.value}/report.md")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

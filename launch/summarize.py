@@ -4,9 +4,10 @@
 """
 import os
 
-from absl import app, flags
+from absl import flags
 
-from taba_jax import experiment, io_utils, report
+from taba_jax import cli, experiment, io_utils, report
+from taba_jax.errors import ConfigError
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Experiment workdirs (each with results.jsonl).")
 _OUT = flags.DEFINE_string("out", None, "Where to write the markdown table (printed as well).")
@@ -17,11 +18,10 @@ def main(argv):
     del argv
     by_workdir = {}
     for workdir in _WORKDIRS.value:
-        path = os.path.join(workdir, experiment.RESULTS_FILE)
-        by_workdir[workdir] = io_utils.read_jsonl(path)
+        by_workdir[workdir] = experiment.read_records(workdir)
         if not by_workdir[workdir]:
-            raise app.UsageError(f"--workdirs: {path} has no results")
-    settings = [records[0]["setting"] for records in by_workdir.values()]
+            raise ConfigError("--workdirs", f"{os.path.join(workdir, experiment.RESULTS_FILE)} has no results")
+    settings = [records[0].setting for records in by_workdir.values()]
     # A setting run in two workdirs (e.g. other budgets) is told apart by its folder name.
     text = report.settings_markdown({
         setting if settings.count(setting) == 1 else f"{setting} ({os.path.basename(os.path.normpath(w))})": records
@@ -33,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -4,10 +4,10 @@
         [--config.allocation=/tmp/allocation.npz] [--config.reference=DIR/results.json]
 """
 import jax
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from taba_jax import pipeline
+from taba_jax import cli, config as cfg, train_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl, TensorBoard, results.json.")
@@ -17,16 +17,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
+    config = cfg.parse(cfg.TrainJobConfig, _CONFIG.value)
     if _MULTIPROCESS.value:
         jax.distributed.initialize()
-    results = pipeline.run(_CONFIG.value, _WORKDIR.value)
-    for task, metrics in results["metrics"].items():
-        print(f"{task:>10}: {metrics['primary_metric']} = {metrics['primary']:.4f}")
+    results = train_job.run(config, _WORKDIR.value)
+    print(train_job.metrics_table(results["metrics"]))
     if "delta_m" in results:
         print(f"Delta_m = {results['delta_m']:+.2f} %")
+    print(f"wrote {_WORKDIR.value}/results.json")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

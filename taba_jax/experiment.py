@@ -1,9 +1,10 @@
-"""The benchmark of METHOD section 7: every strategy x budget x seed on one setting, against a
-full-supervision reference per seed, with results appended to `results.jsonl` (resumable), then a
-report and plots (`taba_jax.report`).
+"""The benchmark: every strategy x budget x seed of one setting, against a full-supervision
+reference per seed, with each finished run appended to `results.jsonl` (resumable), then a report
+and plots (`taba_jax.report`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -11,135 +12,133 @@ import time
 
 import numpy as np
 
-from taba_jax import config_utils, io_utils, report, taba
-from taba_jax.budget import Allocation, BudgetProblem, allocate, strategy_names
-from taba_jax.data.dataset import synthetic_dataset
+from taba_jax import io_utils, report, taba, train_job
+from taba_jax.budget import BudgetProblem, allocate
+from taba_jax.config import ExperimentConfig, to_json
+from taba_jax.data.dataset import MultiTaskDataset
+from taba_jax.errors import ConfigError
+from taba_jax.records import ExperimentRecord
+from taba_jax.tasks import delta_m
 from taba_jax.train import train_and_evaluate
 
 RESULTS_FILE = "results.jsonl"
-
-
-def run_key(record: dict) -> tuple:
-    return record["setting"], record["strategy"], float(record["budget"]), int(record["seed"])
-
-
 # Fields that may change between invocations on one workdir: they select runs, not how a run is done.
 RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "keep_checkpoints")
 
 
-def plan(config, problem_for) -> list[tuple[str, float, int]]:
-    """(strategy, budget, seed) of every run, budgets outermost."""
-    budgets = config_utils.parse_floats("budgets", config.budgets)
-    seed_values = config_utils.parse_floats("seeds", config.seeds)
-    if any(s != int(s) for s in seed_values):
-        raise ValueError(f"config.seeds must be integers, got {config.seeds!r}")
-    seeds = [int(s) for s in seed_values]
-    runs = []
-    for budget in budgets:
-        problem = problem_for(budget)
-        applicable = strategy_names(problem)
-        strategies = config_utils.parse_names("strategies", config.strategies) if config.strategies else applicable
-        unknown = [s for s in strategies if s not in applicable]
-        if unknown:
-            raise ValueError(f"config.strategies has unknown {unknown}; choose from {applicable}")
-        runs += [(strategy, budget, seed) for seed in seeds for strategy in strategies]
-    return runs
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    strategy: str
+    budget: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy.replace(':', '-')}_b{self.budget:g}_s{self.seed}"
 
 
-def run(config, workdir: str, progress: bool = True) -> list[dict]:
-    """Runs every unfinished (strategy, budget, seed) of `config`, then writes the report and plots.
+def plan(config: ExperimentConfig) -> list[RunSpec]:
+    """Every run of the config, budgets outermost, then seeds, then strategies."""
+    return [RunSpec(strategy, budget, seed) for budget in config.budgets for seed in config.seeds
+            for strategy in config.strategy_list]
 
-    Returns all records of this setting. Killing and re-running resumes: finished runs are skipped
-    (their line is in results.jsonl), a half-finished one restarts from its last checkpoint.
-    """
-    tasks = config_utils.parse_names("tasks", config.tasks)
-    costs = config_utils.parse_floats("costs", config.costs)
-    os.makedirs(workdir, exist_ok=True)
-    dataset = synthetic_dataset(config.num_images, config.image_size, config.data_seed, tasks=tasks,
-                                cache_dir=os.path.join(workdir, "data_cache"))
-    pool = len(dataset.train)
-    problem_for = lambda budget: BudgetProblem(tasks, costs, pool, budget)  # noqa: E731
-    runs = plan(config, problem_for)
+
+def read_records(workdir: str) -> list[ExperimentRecord]:
+    return [ExperimentRecord.from_json(r) for r in io_utils.read_jsonl(os.path.join(workdir, RESULTS_FILE))]
+
+
+def run(config: ExperimentConfig, workdir: str, progress: bool = True) -> list[ExperimentRecord]:
+    """Runs every unfinished run of `config`, then writes the report and plots; returns all records
+    of this setting. Killing and re-running resumes: finished runs are skipped (their line is in
+    results.jsonl), a half-finished one restarts from its last checkpoint."""
+    tasks = train_job.check_tasks(config)
+    train_job.make_workdir(workdir)
     _check_same_config(config, workdir)
     results_path = os.path.join(workdir, RESULTS_FILE)
-    done = {run_key(r) for r in io_utils.read_jsonl(results_path)}
-    todo = [r for r in runs if (config.setting, *r) not in done]
-    print(f"setting {config.setting!r}: {len(runs)} runs, {len(runs) - len(todo)} already finished")
-    for number, (strategy, budget, seed) in enumerate(todo, 1):
-        print(f"[{number}/{len(todo)}] {strategy} budget {budget:g} seed {seed}", flush=True)
-        reference = _reference(dataset, tasks, costs, config, seed, workdir, progress)
-        record = _run_one(dataset, problem_for(budget), strategy, seed, reference, config, workdir, progress)
-        io_utils.append_jsonl(results_path, record)
-    records = [r for r in io_utils.read_jsonl(results_path) if r["setting"] == config.setting]
-    references = []
-    for seed in sorted({r["seed"] for r in records}):
-        with open(os.path.join(workdir, "reference", f"seed{seed}", "results.json")) as f:
-            references.append(json.load(f))
-    report.write(records, workdir, title=f"Setting `{config.setting}`: tasks {config.tasks}, costs {config.costs}, "
-                                         f"pool {pool} images, {config.image_size}x{config.image_size}", tasks=tasks,
-                 references=references)
+    if io_utils.repair_jsonl(results_path):
+        print(f"{results_path}: cut off a torn last line left by a killed run")
+    done = {r.key for r in read_records(workdir)}
+    runs = plan(config)
+    todo = [r for r in runs if (config.setting, r.strategy, r.budget, r.seed) not in done]
+    print(f"setting {config.setting!r}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
+    dataset = train_job.load_dataset(config, workdir)
+    for number, spec in enumerate(todo, 1):
+        print(f"[{number}/{len(todo)}] {spec.strategy} budget {spec.budget:g} seed {spec.seed}", flush=True)
+        reference = _reference(dataset, config, spec.seed, workdir, progress)
+        record = _run_one(dataset, spec, reference, config, workdir, progress)
+        io_utils.append_jsonl(results_path, record.to_json())
+    records = [r for r in read_records(workdir) if r.setting == config.setting]
+    references = [_load_json(_reference_path(workdir, seed)) for seed in sorted({r.seed for r in records})]
+    report.write(records, workdir, title=f"Setting `{config.setting}`: tasks {', '.join(config.tasks)}, costs "
+                 f"{', '.join(f'{c:g}' for c in config.costs)}, pool {len(dataset.train)} images, "
+                 f"{config.image_size}x{config.image_size}", tasks=[t.name for t in tasks], references=references)
     return records
 
 
-def _check_same_config(config, workdir: str) -> None:
+def _load_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _check_same_config(config: ExperimentConfig, workdir: str) -> None:
     """Refuses to mix runs of different configs in one workdir (only RUN_SELECTION_FIELDS may change)."""
-    current = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in RUN_SELECTION_FIELDS}))
+    current = json.loads(json.dumps({k: v for k, v in to_json(config).items() if k not in RUN_SELECTION_FIELDS}))
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         io_utils.write_json(path, current)
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = _load_json(path)
     differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if differing:
-        raise ValueError(f"workdir {workdir!r} holds runs of another config: config.{', config.'.join(differing)} "
-                         f"differ from {path} (only {', '.join(RUN_SELECTION_FIELDS)} may change); use a new workdir")
+        raise ConfigError("--workdir", f"{workdir!r} holds runs of another config: config.{', config.'.join(differing)} "
+                                       f"differ from {path} (only {', '.join(RUN_SELECTION_FIELDS)} may change); "
+                                       "use a new workdir")
 
 
-def _reference(dataset, tasks, costs, config, seed: int, workdir: str, progress: bool) -> str:
-    """results.json of the full-supervision model for `seed` (trained once, then cached)."""
-    directory = os.path.join(workdir, "reference", f"seed{seed}")
-    path = os.path.join(directory, "results.json")
+def _reference_path(workdir: str, seed: int) -> str:
+    return os.path.join(workdir, "reference", f"seed{seed}", "results.json")
+
+
+def _reference(dataset: MultiTaskDataset, config: ExperimentConfig, seed: int, workdir: str, progress: bool) -> dict:
+    """Primary metric per task of the full-supervision model for `seed` (trained once, then cached)."""
+    path = _reference_path(workdir, seed)
     if not os.path.exists(path):
-        pool = len(dataset.train)
-        problem = BudgetProblem(tasks, costs, pool, pool * float(np.sum(costs)))
-        full = Allocation(np.ones((pool, len(tasks)), bool), problem, "full_supervision", seed)
+        directory = os.path.dirname(path)
         print(f"training the full-supervision reference for seed {seed}", flush=True)
-        train_and_evaluate(dataset, full, config.train, directory, seed=seed, progress=progress)
+        everything = {t: np.arange(len(dataset.train)) for t in config.tasks}
+        results = train_and_evaluate(dataset, everything, config.train, directory, seed=seed, progress=progress)
         _drop_checkpoints(directory, config)
-    return path
+        io_utils.write_json(path, results)
+    return {t: m["primary"] for t, m in _load_json(path)["metrics"].items()}
 
 
-def _run_one(dataset, problem: BudgetProblem, strategy: str, seed: int, reference: str, config, workdir: str,
-             progress: bool) -> dict:
+def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: ExperimentConfig, workdir: str,
+             progress: bool) -> ExperimentRecord:
     start = time.perf_counter()
-    name = f"{strategy.replace(':', '-')}_b{problem.budget:g}_s{seed}"
-    if strategy == "taba":
-        allocation, information = taba.run(problem, dataset, config.taba, seed,
-                                           os.path.join(workdir, "taba", f"b{problem.budget:g}_s{seed}"), progress)
+    problem = BudgetProblem(config.tasks, config.costs, len(dataset.train), spec.budget)
+    estimate = None
+    if spec.strategy == "taba":
+        allocation, information = taba.run(problem, dataset, config.taba, config.train, spec.seed,
+                                           os.path.join(workdir, "taba", f"b{spec.budget:g}_s{spec.seed}"), progress)
+        estimate = {**information.to_json(), "predicted_objective": allocation.info["objective"],
+                    **{k: allocation.info.get("taba", {}).get(k) for k in ("pilot_size", "subset_sizes",
+                                                                           "subset_losses")}}
     else:
-        allocation, information = allocate(problem, strategy, seed=seed), None
-    directory = os.path.join(workdir, "runs", name)
+        allocation = allocate(problem, spec.strategy, seed=spec.seed)
+    directory = os.path.join(workdir, "runs", spec.name)
     allocation.save(os.path.join(directory, "allocation.npz"))
-    results = train_and_evaluate(dataset, allocation, config.train, directory, seed=seed, reference=reference,
+    results = train_and_evaluate(dataset, allocation.labeled_sets(), config.train, directory, seed=spec.seed,
                                  progress=progress)
     _drop_checkpoints(directory, config)
-    record = {"setting": config.setting, "tasks": list(problem.task_names), "strategy": strategy,
-              "budget": problem.budget, "seed": seed, "labels": results["labels"], "money": dict(zip(problem.task_names, allocation.spent_per_task.tolist())),
-              "spent": allocation.spent, "metrics": results["metrics"], "delta_m": results["delta_m"],
-              "untrained_tasks": results["untrained_tasks"], "wall_seconds": time.perf_counter() - start}
-    if information is not None:
-        estimate = allocation.info.get("taba", {})
-        record["taba"] = {"affinity": np.asarray(information.affinity).tolist(),
-                          "gamma": np.asarray(information.gamma).tolist(),
-                          "kappa": np.asarray(information.kappa).tolist(),
-                          "predicted_objective": allocation.info["objective"],
-                          "pilot_size": estimate.get("pilot_size", 0),
-                          "subset_sizes": estimate.get("subset_sizes", []),
-                          "subset_losses": estimate.get("subset_losses", [])}
-    return record
+    tasks = dataset.task_specs(config.tasks)
+    summary = allocation.to_json()
+    return ExperimentRecord(
+        setting=config.setting, tasks=tuple(config.tasks), strategy=spec.strategy, budget=spec.budget, seed=spec.seed,
+        labels=summary["labels"], money=summary["money"], spent=allocation.spent, metrics=results["metrics"],
+        delta_m=delta_m({t: m["primary"] for t, m in results["metrics"].items()}, reference, tasks),
+        untrained_tasks=tuple(results["untrained_tasks"]), wall_seconds=time.perf_counter() - start, taba=estimate)
 
 
-def _drop_checkpoints(directory: str, config) -> None:
+def _drop_checkpoints(directory: str, config: ExperimentConfig) -> None:
     if not config.keep_checkpoints:
         shutil.rmtree(os.path.join(directory, "checkpoints"), ignore_errors=True)

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Sequence
 from collections import defaultdict
 
 import numpy as np
 
 from taba_jax import io_utils
+from taba_jax.records import ExperimentRecord
 
 PLOTS = ("delta_m_vs_budget.png", "labels_per_task.png", "affinity.png")
 OFF_SCALE = 25.0  # Delta_m points below the best beyond which a strategy is left off the line plot
 
 
-def summarize(records: list[dict]) -> dict[tuple[str, float], tuple[float, float, int]]:
+def summarize(records: list[ExperimentRecord]) -> dict[tuple[str, float], tuple[float, float, int]]:
     """(strategy, budget) -> (mean Delta_m, std over seeds, number of seeds)."""
     groups = defaultdict(list)
     for r in records:
-        groups[r["strategy"], float(r["budget"])].append(r["delta_m"])
+        groups[r.strategy, float(r.budget)].append(r.delta_m)
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
 
 
@@ -44,10 +46,10 @@ def budget_to_match(budgets, taba_means, target: float) -> float | None:
     return None
 
 
-def markdown(records: list[dict], title: str, tasks: list[str], references: list[dict] = ()) -> str:
+def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], references: Sequence[dict] = ()) -> str:
     summary = summarize(records)
-    strategies = list(dict.fromkeys(r["strategy"] for r in records))
-    budgets = sorted({float(r["budget"]) for r in records})
+    strategies = list(dict.fromkeys(r.strategy for r in records))
+    budgets = sorted({float(r.budget) for r in records})
     best = {b: max(summary[s, b][0] for s in strategies if (s, b) in summary) for b in budgets}
     lines = [f"# {title}", "",
              "Δm (%) against full supervision of the same seed (one primary metric per task), mean ± std "
@@ -81,10 +83,10 @@ def markdown(records: list[dict], title: str, tasks: list[str], references: list
         else:
             need_text = f"{need:,.0f} ({need / b:.2f}×)"
         lines.append(f"| {b:g} | {name} | {mean:+.2f} | {taba_mean:+.2f} | {taba_mean - mean:+.2f} | {need_text} |")
-    taba_runs = [r for r in records if "taba" in r]
+    taba_runs = [r for r in records if r.taba is not None]
     if taba_runs:
-        affinity = np.mean([r["taba"]["affinity"] for r in taba_runs], axis=0)
-        gamma = np.mean([r["taba"]["gamma"] for r in taba_runs], axis=0)
+        affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)
+        gamma = np.mean([r.taba["gamma"] for r in taba_runs], axis=0)
         lines += ["", f"TABA's estimate, mean over its {len(taba_runs)} runs: affinity S[s, t] (row s helps column t) "
                   "and learning-curve slope γ.", "",
                   "| s \\ t | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
@@ -100,20 +102,20 @@ def markdown(records: list[dict], title: str, tasks: list[str], references: list
                   f"{len(references)} seeds: " + ", ".join(
                       f"{t} {references[0]['metrics'][t]['primary_metric']} "
                       f"{np.mean([ref['metrics'][t]['primary'] for ref in references]):.3f}" for t in tasks) + "."]
-    wall = sum(r["wall_seconds"] for r in records)
+    wall = sum(r.wall_seconds for r in records)
     lines += ["", f"{len(records)} runs, {wall / 60:.1f} min of run time (references excluded).", "",
               *(f"![{p}]({p})" for p in PLOTS if p != "affinity.png" or taba_runs), ""]
     return "\n".join(lines)
 
 
-def settings_markdown(records_by_setting: dict[str, list[dict]]) -> str:
+def settings_markdown(records_by_setting: dict[str, list[ExperimentRecord]]) -> str:
     """One table over settings: the best heuristic at each budget, its Delta_m and TABA's, so that
     one can see whether the best heuristic differs between settings and where TABA stands."""
     lines = ["| setting | budget | best heuristic | its Δm (mean ± std) | runner-up heuristic | TABA Δm | TABA rank |",
              "|---|---:|---|---:|---|---:|---:|"]
     for setting, records in records_by_setting.items():
         summary = summarize(records)
-        for b in sorted({float(r["budget"]) for r in records}):
+        for b in sorted({float(r.budget) for r in records}):
             ranked = sorted(((m, s) for (s, x), (m, _, _) in summary.items() if x == b), reverse=True)
             heuristics = [(m, s) for m, s in ranked if s != "taba"]
             (_, best), runner_up = heuristics[0], heuristics[1][1] if len(heuristics) > 1 else "–"
@@ -128,45 +130,50 @@ def settings_markdown(records_by_setting: dict[str, list[dict]]) -> str:
 def _mean_labels(records, tasks):
     groups = defaultdict(list)
     for r in records:
-        groups[r["strategy"], float(r["budget"])].append([r["labels"][t] for t in tasks])
+        groups[r.strategy, float(r.budget)].append([r.labels[t] for t in tasks])
     return {"tasks": tasks, "counts": {k: np.mean(v, axis=0) for k, v in groups.items()}}
 
 
-def write(records: list[dict], workdir: str, title: str, tasks: list[str], references: list[dict] = ()) -> None:
+def write(records: list[ExperimentRecord], workdir: str, title: str, tasks: list[str],
+          references: Sequence[dict] = ()) -> None:
     """Writes `<workdir>/report.md` and the plots, atomically. `tasks` in the order of the setting
     (the order of TABA's affinity matrix)."""
     if not records:
         return
     with io_utils.atomic_open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(markdown(records, title, tasks, references))
-    _plots(records, workdir, tasks)
+    _plots(records, workdir, tasks, title)
 
 
-def _plots(records, workdir, tasks):
+def _plots(records, workdir, tasks, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     summary = summarize(records)
-    strategies = list(dict.fromkeys(r["strategy"] for r in records))
-    budgets = sorted({float(r["budget"]) for r in records})
+    strategies = list(dict.fromkeys(r.strategy for r in records))
+    budgets = sorted({float(r.budget) for r in records})
 
     # Strategies far below the best (single-task ones leave other heads untrained) would flatten
     # the interesting part of the plot; they are named under it instead.
     best = {b: max(m for (_, x), (m, _, _) in summary.items() if x == b) for b in budgets}
     shown = [s for s in strategies if s == "taba" or all(summary[s, b][0] > best[b] - OFF_SCALE
                                                          for b in budgets if (s, b) in summary)]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in shown:
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for i, s in enumerate(shown):
         points = [(b, *summary[s, b][:2]) for b in budgets if (s, b) in summary]
         b, mean, std = map(np.array, zip(*points))
-        ax.errorbar(b, mean, yerr=std, marker="o", capsize=3, label=s, lw=2.5 if s == "taba" else 1.2)
+        shift = 1.025 ** (i - (len(shown) - 1) / 2)  # side by side: error bars do not overlap
+        ax.errorbar(b * shift, mean, yerr=std, marker="o", capsize=3, label=s, lw=2.5 if s == "taba" else 1.2)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel("budget")
     ax.set_ylabel("Δm vs full supervision (%), mean ± std over seeds")
     hidden = [s for s in strategies if s not in shown]
-    if hidden:
-        ax.set_title(f"off scale (> {OFF_SCALE:g} points below the best): " + ", ".join(hidden), fontsize=7)
-    ax.legend(fontsize=7)
+    ax.set_title(title.replace("`", "") + (f"\noff scale (> {OFF_SCALE:g} points below the best): " + ", ".join(hidden)
+                                          if hidden else ""), fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     _save(fig, os.path.join(workdir, PLOTS[0]))
 
@@ -181,12 +188,12 @@ def _plots(records, workdir, tasks):
         ax.set_xticks(range(len(strategies)), strategies, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"budget {b:g}")
         ax.set_ylabel("labels bought")
-    axes[0][0].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the bars, not on them
     _save(fig, os.path.join(workdir, PLOTS[1]))
 
-    taba_runs = [r for r in records if "taba" in r]
+    taba_runs = [r for r in records if r.taba is not None]
     if taba_runs:
-        affinity = np.mean([r["taba"]["affinity"] for r in taba_runs], axis=0)
+        affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)
         fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.2 * len(tasks) + 1))
         image = ax.imshow(affinity, vmin=0, vmax=1, cmap="viridis")
         for (i, j), v in np.ndenumerate(affinity):

@@ -1,14 +1,17 @@
-"""TABA end to end (METHOD section 4): pilot, task affinity, learning curves, greedy allocation.
+"""TABA end to end: pilot, task affinity, learning curves, greedy allocation.
 
 1. A pilot set of fully labeled images costing a fraction `rho` of the budget.
-2. The pilot model is trained; every `affinity_every` steps of its second half the lookahead affinity of Fifty et al.
-   (2021), `Z[s->t] = 1 - L_t(theta_s') / L_t(theta)` with `theta_s'` one gradient step of task s on
-   the shared parameters, is computed for all sources at once (vmap over s) on a batch of pilot
-   images; the average gives `S[s, t] = clip(Z[s->t] / Z[t->t], 0, 1)`.
+2. The pilot model is trained; every `affinity_every` steps of its second half the lookahead affinity
+   of Fifty et al. (2021), `Z[s->t] = 1 - L_t(theta_s') / L_t(theta)` with `theta_s'` one gradient step
+   of task s on the shared parameters, is computed for all sources at once (vmap over s) on a batch
+   of pilot images; the average gives `S[s, t] = clip(Z[s->t] / Z[t->t], 0, 1)`.
 3. Models trained on nested subsets of the pilot set give validation losses per size; a least-squares
    fit of `log L_t = a_t - gamma_t log n` gives the learning-curve slopes.
 4. `allocate(problem, "taba", information, initial=pilot)`: the pilot is part of the allocation and
    its cost is inside the budget.
+
+`run` is what "taba" means everywhere (launchers, experiments); it skips the estimation only when
+affinity, gamma and kappa are all given.
 """
 from __future__ import annotations
 
@@ -20,34 +23,16 @@ import shutil
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from taba_jax import config_utils, io_utils, train
+from taba_jax import io_utils, rng, train
 from taba_jax.budget import Allocation, BudgetProblem, InformationModel, allocate
+from taba_jax.config import TabaConfig, TrainConfig, task_values, to_json
 from taba_jax.data.dataset import MultiTaskDataset
+from taba_jax.models import build_model, shared_parameters
 from taba_jax.tasks import TaskSpec
 
 ESTIMATE_FILE = "estimate.json"
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """TABA's estimation settings (the `taba` block of an experiment config)."""
-    c = ml_collections.ConfigDict()
-    c.rho = 0.1  # budget fraction spent on the fully labeled pilot set
-    c.affinity_every = 5  # pilot steps between lookahead measurements
-    c.affinity_start = 0.5  # fraction of the pilot steps before measuring (heads still random; see README)
-    c.affinity_batch_size = 32
-    c.affinity_lr = 0.01  # lookahead step size (small enough for the first-order regime: Z linear in it)
-    c.subset_fractions = "0.25,0.5"  # nested pilot subsets trained besides the whole pilot set
-    c.gamma_range = "0.05,1.5"  # fitted slopes are clipped to this range
-    c.kappa = ""  # learning-curve scale per task; empty = the pilot size
-    c.weights = ""  # task weights; empty = all 1
-    c.curve = "power"
-    c.affinity = ""  # a known S ("1,0.5;0.5,1"): skips the affinity measurement
-    c.gamma = ""  # known slopes: skip the subset trainings
-    c.train = train.default_config()  # pilot training
-    return c
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +55,7 @@ class Estimate:
 
     @classmethod
     def from_json(cls, data: dict) -> "Estimate":
-        info = data["information"]
-        information = InformationModel(info["affinity"], info["gamma"], info["kappa"], info["weights"], info["curve"])
+        information = InformationModel.from_json(data["information"])
         return cls(information, int(data["pilot_size"]), list(data["affinity_steps"]),
                    np.asarray(data["lookahead"], np.float64).reshape(-1, information.num_tasks, information.num_tasks),
                    list(data["subset_sizes"]), np.asarray(data["subset_losses"], np.float64),
@@ -124,37 +108,39 @@ def fit_learning_curves(sizes, losses, gamma_range=(0.05, 1.5)) -> tuple[np.ndar
     return np.clip(slope, *gamma_range), intercept
 
 
-def shared_parameters(params, task_names) -> dict:
-    """Pytree of bools: True for the backbone, False inside a task's head modules (`<task>_...`)."""
-    def is_shared(path, _):
-        names = [getattr(k, "key", "") for k in path]
-        return not any(str(n).startswith(f"{t}_") for n in names for t in task_names)
-    return jax.tree_util.tree_map_with_path(is_shared, params)
-
-
 def pilot_size(problem: BudgetProblem, rho: float) -> int:
     """Images in the fully labeled pilot: `floor(rho * budget / sum_t c_t)`, at least 2."""
-    if not 0 < rho < 1:
-        raise ValueError(f"config.rho must be in (0, 1), got {rho}")
     size = int(np.floor(rho * problem.budget / problem.costs.sum() + 1e-9))
     if size < 2:
-        raise ValueError(f"config.rho={rho} of budget {problem.budget:g} buys {size} fully labeled pilot images "
-                         f"(one costs {problem.costs.sum():g}); TABA needs at least 2: raise rho or the budget")
+        raise ValueError(f"config.taba.rho={rho} of budget {problem.budget:g} buys {size} fully labeled pilot "
+                         f"images (one costs {problem.costs.sum():g}); TABA needs at least 2: raise rho or the budget")
     return min(size, problem.num_images)
 
 
 def pilot_allocation(problem: BudgetProblem, size: int, seed: int) -> Allocation:
-    """`size` random images with every task labeled."""
+    """`size` random images (the seed's `pilot` stream) with every task labeled."""
     labels = np.zeros((problem.num_images, problem.num_tasks), bool)
-    labels[np.random.default_rng([seed, 1]).permutation(problem.num_images)[:size]] = True
+    labels[rng.numpy_rng(seed, "pilot").permutation(problem.num_images)[:size]] = True
     return Allocation(labels, problem, "taba_pilot", seed)
 
 
-def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config, seed: int, workdir: str,
-                         progress: bool = False) -> Estimate:
+def information_model(config: TabaConfig, num_tasks: int, affinity=None, gamma=None,
+                      default_kappa: float | None = None, task_names=None) -> InformationModel:
+    """The InformationModel of `config`: its given affinity, gamma and kappa where set, else the
+    estimated `affinity`, `gamma` and `default_kappa` (the pilot size)."""
+    affinity = config.affinity if config.affinity is not None else affinity
+    gamma = task_values(config.gamma, num_tasks, "gamma") or gamma
+    kappa = task_values(config.kappa, num_tasks, "kappa", default=default_kappa)
+    weights = task_values(config.weights, num_tasks, "weights", default=1.0)
+    return InformationModel(affinity, gamma, kappa, weights, curve=config.curve, task_names=task_names)
+
+
+def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: TabaConfig, train_config: TrainConfig,
+                         seed: int, workdir: str, progress: bool = False) -> Estimate:
     """Trains the pilot models and estimates S and gamma (skipping what `config` already gives).
 
-    Cached as `<workdir>/estimate.json`: an existing estimate for the same pilot is returned as is.
+    Cached as `<workdir>/estimate.json`: an existing estimate for the same pilot and configs is
+    returned as is.
     """
     tasks = dataset.task_specs(pilot.problem.task_names)
     names = [t.name for t in tasks]
@@ -162,133 +148,105 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config, s
     if len(pilot_images) < 2 or pilot.labels.sum() != len(pilot_images) * len(tasks):
         raise ValueError("the pilot must label every task on the same images (at least 2)")
     cache = os.path.join(workdir, ESTIMATE_FILE)
-    key = {"pilot_images": pilot_images.tolist(), "seed": seed, "config": config.to_dict()}
+    key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed, "taba": to_json(config),
+                                 "train": to_json(train_config)}))
     if os.path.exists(cache):
         with open(cache) as f:
             saved = json.load(f)
         if saved.get("key") == key:
             return Estimate.from_json(saved["estimate"])
     n = len(pilot_images)
-    given_affinity = config_utils.parse_matrix("affinity", config.affinity, len(tasks)) if config.affinity else None
-    fractions = config_utils.parse_floats("subset_fractions", config.subset_fractions) if not config.gamma else []
-    for f in fractions:
-        if not 0 < f < 1:
-            raise ValueError(f"config.subset_fractions entries must be in (0, 1), got {f}")
+    fractions = config.subset_fractions if config.gamma is None else ()
     sizes = sorted({max(1, int(round(f * n))) for f in fractions} - {n})
-    if not config.gamma and not sizes:
-        raise ValueError(f"config.subset_fractions={config.subset_fractions!r} gives no subset smaller than the "
-                         f"pilot ({n} images); the curve fit needs two sizes")
+    if config.gamma is None and not sizes:
+        raise ValueError(f"config.taba.subset_fractions={config.subset_fractions!r} gives no subset smaller than "
+                         f"the pilot ({n} images); the curve fit needs two sizes")
 
-    order = np.random.default_rng([seed, 2]).permutation(pilot_images)  # nested subsets: prefixes of one order
-    measure = None if given_affinity is not None else _AffinityProbe(dataset, tasks, order, config, seed)
+    order = rng.numpy_rng(seed, "pilot_subsets").permutation(pilot_images)  # nested subsets: prefixes of one order
+    probe = None if config.affinity is not None else _AffinityProbe(dataset, tasks, order, config, train_config, seed)
     losses = {}
     for size in sizes + [n]:
         # A torn estimation restarts its trainings: the affinity measurements are not checkpointed.
-        shutil.rmtree(os.path.join(workdir, f"pilot_{size}"), ignore_errors=True)
-        model, params = _train_subset(dataset, pilot, np.sort(order[:size]), config.train, seed,
-                                      os.path.join(workdir, f"pilot_{size}"), progress,
-                                      measure if size == n else None)
-        validation = train.evaluate_losses(model, params, tasks, dataset.splits["validation"],
-                                           config.train.eval_batch_size)
+        directory = os.path.join(workdir, f"pilot_{size}")
+        shutil.rmtree(directory, ignore_errors=True)
+        trainer = train.Trainer(dataset, {t: np.sort(order[:size]) for t in names}, train_config, directory, seed,
+                                tasks=names)
+        hooks = [train.CallbackHook(probe, config.affinity_every)] if probe is not None and size == n else []
+        params = trainer.train(progress=progress, hooks=hooks).params
+        validation = train.evaluate_losses(trainer.model, params, tasks, dataset.splits["validation"],
+                                           train_config.eval_batch_size)
         losses[size] = [max(validation[t], 1e-12) for t in names]
     subset_sizes = sizes + [n]
     subset_losses = np.array([losses[s] for s in subset_sizes])
-    if config.gamma:
-        gamma = config_utils.parse_task_values("gamma", config.gamma, len(tasks))
+    if config.gamma is not None:
+        gamma = np.array(task_values(config.gamma, len(tasks), "gamma"))
         intercept = np.log(subset_losses[-1]) + gamma * np.log(n)
     else:
-        gamma, intercept = fit_learning_curves(subset_sizes, subset_losses,
-                                               config_utils.parse_floats("gamma_range", config.gamma_range))
-    if given_affinity is not None:
-        affinity, lookahead, steps = given_affinity, np.zeros((0, len(tasks), len(tasks))), []
+        gamma, intercept = fit_learning_curves(subset_sizes, subset_losses, config.gamma_range)
+    if probe is None:
+        affinity, lookahead, steps = None, np.zeros((0, len(tasks), len(tasks))), []
     else:
-        if not measure.values:
-            raise ValueError(f"no affinity measurement in {config.train.num_steps} pilot steps with "
-                             f"config.affinity_every={config.affinity_every} and "
-                             f"config.affinity_start={config.affinity_start}")
-        lookahead, steps = np.array(measure.values), measure.steps
+        if not probe.values:
+            raise ValueError(f"no affinity measurement in {train_config.num_steps} pilot steps with "
+                             f"config.taba.affinity_every={config.affinity_every} and "
+                             f"config.taba.affinity_start={config.affinity_start}")
+        lookahead, steps = np.array(probe.values), probe.steps
         affinity = np.asarray(affinity_from_lookahead(lookahead), np.float64)
-    information = _information_model(config, affinity, gamma, default_kappa=float(n))
+    information = information_model(config, len(tasks), affinity, gamma, default_kappa=float(n), task_names=names)
     estimate = Estimate(information, n, steps, lookahead, subset_sizes, subset_losses, intercept)
     io_utils.write_json(cache, {"key": key, "estimate": estimate.to_json()})
     return estimate
 
 
-def run(problem: BudgetProblem, dataset: MultiTaskDataset, config, seed: int, workdir: str,
-        progress: bool = False) -> tuple[Allocation, InformationModel]:
+def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaConfig, train_config: TrainConfig,
+        seed: int, workdir: str, progress: bool = False) -> tuple[Allocation, InformationModel]:
     """Pilot -> estimate -> greedy. Returns the allocation (pilot included, within budget) and the
     information model; `allocation.info["taba"]` holds the estimate's measurements.
 
-    With both `config.affinity` and `config.gamma` given nothing is estimated and no pilot is bought.
+    With affinity, gamma and kappa all given nothing is estimated, no pilot is bought and no
+    dataset is needed.
     """
-    if config.affinity and config.gamma:
-        if not config.kappa:
-            raise ValueError("config.kappa is required when affinity and gamma are given (no pilot to size it)")
-        information = _information_model(
-            config, config_utils.parse_matrix("affinity", config.affinity, problem.num_tasks),
-            config_utils.parse_task_values("gamma", config.gamma, problem.num_tasks), default_kappa=None)
+    config.check_tasks(problem.num_tasks)
+    if config.known:
+        information = information_model(config, problem.num_tasks, task_names=problem.task_names)
         return allocate(problem, "taba", information=information, seed=seed), information
+    if dataset is None:
+        raise ValueError("TABA needs images to estimate its information model: give a dataset, or all of "
+                         "config.taba.affinity, config.taba.gamma and config.taba.kappa")
     pilot = pilot_allocation(problem, pilot_size(problem, config.rho), seed)
-    estimate = estimate_information(dataset, pilot, config, seed, workdir, progress)
+    estimate = estimate_information(dataset, pilot, config, train_config, seed, workdir, progress)
     allocation = allocate(problem, "taba", information=estimate.information, initial=pilot, seed=seed)
     allocation = dataclasses.replace(allocation, info={**allocation.info, "taba": estimate.to_json()})
     return allocation, estimate.information
 
 
 class _AffinityProbe:
-    """Training callback: every `affinity_every` steps, Z on a batch of pilot images."""
+    """Training callback: every `affinity_every` steps after `affinity_start`, Z on a pilot batch."""
 
-    def __init__(self, dataset: MultiTaskDataset, tasks: list[TaskSpec], pilot_images, config, seed: int):
-        self.dataset, self.tasks, self.images, self.seed = dataset, tasks, np.sort(pilot_images), seed
-        self.every, self.batch_size = int(config.affinity_every), int(config.affinity_batch_size)
-        if not 0 <= config.affinity_start < 1:
-            raise ValueError(f"config.affinity_start must be in [0, 1), got {config.affinity_start}")
-        self.start = int(config.affinity_start * config.train.num_steps)
-        self.model = train.make_model(tasks, config.train)
-        self.lr = float(config.affinity_lr)
+    def __init__(self, dataset: MultiTaskDataset, tasks: list[TaskSpec], pilot_images, config: TabaConfig,
+                 train_config: TrainConfig, seed: int):
+        self.dataset, self.tasks, self.images, self.seed = dataset, tuple(tasks), np.sort(pilot_images), seed
+        self.batch_size, self.lr = config.affinity_batch_size, config.affinity_lr
+        self.start = int(config.affinity_start * train_config.num_steps)
+        self.model = build_model(tasks, train_config)
         self.values, self.steps = [], []
-        self._fn = None
 
-    def __call__(self, step: int, params) -> None:
-        if step % self.every or step <= self.start:
+    def __call__(self, step: int, state) -> None:
+        if step <= self.start:
             return
-        if self._fn is None:
-            self._fn = _lookahead_fn(self.model, tuple(self.tasks), self.lr,
-                                     jax.tree_util.tree_structure(params),
-                                     tuple(jax.tree.leaves(shared_parameters(params, [t.name for t in self.tasks]))))
-        rng = np.random.default_rng([self.seed, 3, step])
-        idx = np.sort(rng.choice(self.images, self.batch_size, replace=len(self.images) < self.batch_size))
-        split = self.dataset.train
-        z = self._fn(params, split.images[idx], {t.name: split.targets[t.name][idx] for t in self.tasks})
+        generator = rng.numpy_rng(self.seed, "affinity_batch", step)
+        idx = np.sort(generator.choice(self.images, self.batch_size, replace=len(self.images) < self.batch_size))
+        images, targets = self.dataset.train.batch(idx, [t.name for t in self.tasks])
+        z = _lookahead(self.model, self.tasks, self.lr, state.params, images, targets)
         self.values.append(np.asarray(z, np.float64))
         self.steps.append(step)
 
 
-@functools.lru_cache(maxsize=16)
-def _lookahead_fn(model, tasks, learning_rate, treedef, shared_leaves):
-    def task_losses(params, inputs):
-        images, targets = inputs
-        predictions = model.apply(params, images)
-        return jnp.stack([t.loss(predictions[t.name], targets[t.name]) for t in tasks])
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _lookahead(model, tasks: tuple[TaskSpec, ...], learning_rate: float, params, images, targets) -> jax.Array:
+    """`lookahead_affinity` of a multi-task model's task losses on one batch, backbone moved only."""
+    def losses(p, inputs):
+        predictions = model.apply(p, inputs[0])
+        return jnp.stack([t.loss(predictions[t.name], inputs[1][t.name]) for t in tasks])
 
-    shared = jax.tree_util.tree_unflatten(treedef, shared_leaves)
-    fn = jax.jit(lambda params, images, targets: lookahead_affinity(task_losses, params, (images, targets), shared,
-                                                                    learning_rate))
-    return fn
-
-
-def _train_subset(dataset, pilot: Allocation, images, train_config, seed, workdir, progress, callback):
-    labels = np.zeros_like(pilot.labels)
-    labels[images] = True
-    subset = Allocation(labels, pilot.problem, "taba_pilot_subset", seed)
-    trainer = train.Trainer(dataset, subset, train_config, workdir, seed)
-    result = trainer.train(progress=progress, callback=callback)
-    return trainer.model, result.params
-
-
-def _information_model(config, affinity, gamma, default_kappa) -> InformationModel:
-    """S and gamma (estimated or given) with the config's kappa (else `default_kappa`), weights and curve."""
-    num_tasks = len(affinity)
-    kappa = config_utils.parse_task_values("kappa", config.kappa, num_tasks) if config.kappa else default_kappa
-    weights = config_utils.parse_task_values("weights", config.weights, num_tasks) if config.weights else None
-    return InformationModel(affinity, gamma, kappa, weights, curve=config.curve)
+    return lookahead_affinity(losses, params, (images, targets), shared_parameters(params), learning_rate)

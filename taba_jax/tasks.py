@@ -1,75 +1,83 @@
-"""Task descriptions with their losses and metrics (pure jnp functions).
+"""Tasks: one small class per kind of target (loss, metrics, trivial baseline) and `TaskSpec`.
 
-Each kind fixes the head shape, the loss, the metrics and the primary metric (METHOD section 6):
+| kind              | target (per example)          | loss                 | primary metric        |
+|-------------------|-------------------------------|----------------------|-----------------------|
+| segmentation      | (H, W) int class, < 0 ignored | cross-entropy        | mIoU (higher)         |
+| dense_regression  | (H, W, C) float, NaN invalid  | L1                   | abs_error (lower)     |
+| normals           | (H, W, 3) unit, NaN invalid   | 1 - cosine           | mean_angle (lower)    |
+| dense_binary      | (H, W, 1) 0/1, NaN invalid    | class-balanced BCE   | f1 (higher)           |
+| multilabel        | (K,) 0/1                      | class-balanced BCE   | accuracy (higher)     |
+| classification    | () int class, < 0 ignored     | cross-entropy        | accuracy (higher)     |
+| distribution      | (K,) class probabilities      | soft cross-entropy   | top1_accuracy (higher)|
+| regression        | (C,) float, NaN invalid       | L1                   | abs_error (lower)     |
 
-| kind              | target                       | loss                       | primary metric          |
-|-------------------|------------------------------|----------------------------|-------------------------|
-| segmentation      | (H, W) int class             | cross-entropy              | mIoU (higher)           |
-| dense_regression  | (H, W, C) float              | L1                         | abs_error (lower)       |
-| normals           | (H, W, 3) unit vectors       | 1 - cosine                 | mean_angle (lower)      |
-| dense_binary      | (H, W, 1) 0/1                | class-balanced BCE         | f1 (higher)             |
-| multilabel        | (K,) 0/1                     | class-balanced BCE         | accuracy (higher)       |
-| classification    | () int class                 | cross-entropy              | accuracy (higher)       |
-| regression        | (C,) float                   | L1                         | abs_error (lower)       |
+Invalid targets (an unlabeled pixel, a depth sensor hole) are encoded in the target itself: a
+negative class id, or NaN in a float target. Losses and metrics skip them; an example's label
+mask (joint batching) multiplies in. A new kind is one subclass registered with `@register`.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-KINDS = ("segmentation", "dense_regression", "normals", "dense_binary", "multilabel", "classification",
-         "regression")
-DENSE_KINDS = ("segmentation", "dense_regression", "normals", "dense_binary")
-_PRIMARY = {"segmentation": ("miou", True), "dense_regression": ("abs_error", False),
-            "normals": ("mean_angle", False), "dense_binary": ("f1", True), "multilabel": ("accuracy", True),
-            "classification": ("accuracy", True), "regression": ("abs_error", False)}
+KINDS: dict[str, "TaskKind"] = {}
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """One task: `outputs` is the number of classes (segmentation, classification, multilabel)
-    or channels (regression kinds, normals = 3, dense_binary = 1)."""
+def register(cls):
+    """Class decorator: makes a TaskKind available under its `name`."""
+    KINDS[cls.name] = cls()
+    return cls
 
-    name: str
-    kind: str
-    outputs: int
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
-        if int(self.outputs) < 1 or (self.kind == "normals" and self.outputs != 3):
-            raise ValueError(f"task {self.name!r}: invalid outputs={self.outputs} for kind {self.kind!r}")
+class TaskKind:
+    """How one kind of target is predicted, scored and lost. Stateless; methods are jnp-pure.
 
-    @property
-    def dense(self) -> bool:
-        return self.kind in DENSE_KINDS
+    `elements` are what a loss averages over: pixels (H, W) for dense kinds, the example for
+    image-level kinds. `prediction` has the head's raw outputs (logits for class kinds).
+    """
 
-    @property
-    def primary_metric(self) -> str:
-        return _PRIMARY[self.kind][0]
+    name: ClassVar[str]
+    dense: ClassVar[bool]
+    primary_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool]
 
-    @property
-    def higher_is_better(self) -> bool:
-        return _PRIMARY[self.kind][1]
+    def check_outputs(self, outputs: int) -> str | None:
+        """An error message if a head of `outputs` channels/classes cannot serve this kind."""
+        return None if outputs >= 1 else f"outputs must be at least 1, got {outputs}"
 
-    def loss(self, prediction: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        """Mean loss over the examples where `mask` (B,) is 1 (all examples if None)."""
-        per_example = _per_example_loss(self.kind, prediction, target)
-        if mask is None:
-            return per_example.mean()
-        mask = mask.astype(per_example.dtype)
-        return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    def valid(self, target: jax.Array) -> jax.Array:
+        """(B, *elements) bool: which elements carry a label."""
+        finite = jnp.isfinite(target)
+        return finite.all(-1) if target.ndim > 1 else finite
 
-    def metric_sums(self, prediction: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
-        """Additive statistics of a batch; `finalize_metrics` turns their sums into metrics."""
-        return _metric_sums(self.kind, self.outputs, prediction, target)
+    def element_loss(self, prediction: jax.Array, target: jax.Array, valid: jax.Array) -> jax.Array:
+        """(B, *elements) loss; `target` is already sanitised (invalid elements hold a legal value)."""
+        raise NotImplementedError
 
-    def finalize_metrics(self, sums: dict[str, np.ndarray]) -> dict[str, float]:
-        return _finalize(self.kind, {k: np.asarray(v, np.float64) for k, v in sums.items()})
+    def sanitize(self, target: jax.Array, valid: jax.Array) -> jax.Array:
+        """`target` with invalid elements replaced by a legal value (gradients stay finite)."""
+        mask = valid.reshape(valid.shape + (1,) * (target.ndim - valid.ndim))
+        return jnp.where(mask, target, jnp.zeros_like(target))
+
+    def metric_sums(self, prediction, target, valid, outputs: int) -> dict[str, jax.Array]:
+        """Additive statistics of a batch; `finalize` turns their sums over a split into metrics."""
+        raise NotImplementedError
+
+    def finalize(self, sums: dict[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def trivial_prediction(self, targets: np.ndarray, outputs: int) -> np.ndarray:
+        """The predictions of this kind's trivial baseline for `targets` (the split it is scored on)."""
+        raise NotImplementedError
+
+
+def _count(mask) -> jax.Array:
+    return mask.sum().astype(jnp.float32)
 
 
 def _unit(v):
@@ -77,83 +85,282 @@ def _unit(v):
     return v * jax.lax.rsqrt((v * v).sum(-1, keepdims=True) + 1e-12)
 
 
-def _balanced_bce(logits, target):
-    """Binary cross-entropy with positives weighted by the batch's negative/positive ratio."""
-    positives = target.mean()
+def _balanced_bce(logits, target, valid):
+    """Binary cross-entropy with positives weighted by the batch's negative/positive ratio, so that
+    rare positives (edges) weigh as much in total as the negatives (clipped to [1, 50])."""
+    weight = valid.astype(jnp.float32)
+    positives = (target * weight).sum() / jnp.maximum(weight.sum(), 1.0)
     weight_pos = jnp.clip((1 - positives) / jnp.maximum(positives, 1e-6), 1.0, 50.0)
-    losses = optax.sigmoid_binary_cross_entropy(logits, target)
     weights = jnp.where(target > 0.5, weight_pos, 1.0)
-    return (losses * weights) / jax.lax.stop_gradient(weights.mean())
+    normaliser = jax.lax.stop_gradient((weights * weight).sum() / jnp.maximum(weight.sum(), 1.0))
+    return optax.sigmoid_binary_cross_entropy(logits, target) * weights / normaliser
 
 
-def _per_example_loss(kind, prediction, target):
-    axes = tuple(range(1, prediction.ndim))
-    if kind in ("segmentation", "classification"):
-        ce = optax.softmax_cross_entropy_with_integer_labels(prediction, target.astype(jnp.int32))
-        return ce.reshape(ce.shape[0], -1).mean(-1)
-    if kind in ("dense_regression", "regression"):
-        return jnp.abs(prediction - target).mean(axes)
-    if kind == "normals":
-        unit = _unit(prediction)
-        return (1.0 - (unit * target).sum(-1)).reshape(prediction.shape[0], -1).mean(-1)
-    return _balanced_bce(prediction, target).mean(axes)  # dense_binary, multilabel
+def _binary_sums(prediction, target, valid):
+    predicted, truth = prediction > 0, target > 0.5
+    return {"tp": _count(predicted & truth & valid), "fp": _count(predicted & ~truth & valid),
+            "fn": _count(~predicted & truth & valid), "correct": _count((predicted == truth) & valid),
+            "values": _count(valid)}
 
 
-def _metric_sums(kind, outputs, prediction, target):
-    n = jnp.asarray(prediction.shape[0], jnp.float32)
-    if kind == "segmentation":
+def _binary_finalize(s):
+    return {"f1": float(2 * s["tp"] / max(2 * s["tp"] + s["fp"] + s["fn"], 1.0)),
+            "accuracy": float(s["correct"] / max(s["values"], 1.0))}
+
+
+def _one_hot_logits(classes: np.ndarray, outputs: int) -> np.ndarray:
+    return np.where(np.arange(outputs) == classes[..., None], 10.0, -10.0).astype(np.float32)
+
+
+@register
+class Segmentation(TaskKind):
+    name, dense, primary_metric, higher_is_better = "segmentation", True, "miou", True
+
+    def valid(self, target):
+        return target >= 0
+
+    def sanitize(self, target, valid):
+        return jnp.where(valid, target, 0).astype(jnp.int32)
+
+    def element_loss(self, prediction, target, valid):
+        return optax.softmax_cross_entropy_with_integer_labels(prediction, target)
+
+    def metric_sums(self, prediction, target, valid, outputs):
         predicted = prediction.argmax(-1)
-        target = target.astype(jnp.int32)
         classes = jnp.arange(outputs)
-        p = predicted[..., None] == classes
-        t = target[..., None] == classes
+        p = (predicted[..., None] == classes) & valid[..., None]
+        t = (target[..., None] == classes) & valid[..., None]
         axes = tuple(range(p.ndim - 1))
         return {"intersection": (p & t).sum(axes).astype(jnp.float32), "union": (p | t).sum(axes).astype(jnp.float32),
-                "correct": (predicted == target).sum().astype(jnp.float32), "pixels": jnp.float32(target.size)}
-    if kind in ("dense_regression", "regression"):
-        error = jnp.abs(prediction - target)
-        return {"abs_error": error.sum(), "rel_error": (error / jnp.maximum(jnp.abs(target), 1e-3)).sum(),
-                "values": jnp.float32(target.size)}
-    if kind == "normals":
-        unit = _unit(prediction)
-        angle = jnp.degrees(jnp.arccos(jnp.clip((unit * target).sum(-1), -1.0, 1.0)))
-        return {"angle": angle.sum(), "within_11.25": (angle < 11.25).sum().astype(jnp.float32),
-                "within_22.5": (angle < 22.5).sum().astype(jnp.float32),
-                "within_30": (angle < 30).sum().astype(jnp.float32), "pixels": jnp.float32(angle.size),
-                "histogram": jnp.histogram(angle, bins=180, range=(0.0, 180.0))[0].astype(jnp.float32)}
-    if kind in ("dense_binary", "multilabel"):
-        predicted = prediction > 0
-        target = target > 0.5
-        return {"tp": (predicted & target).sum().astype(jnp.float32),
-                "fp": (predicted & ~target).sum().astype(jnp.float32),
-                "fn": (~predicted & target).sum().astype(jnp.float32),
-                "correct": (predicted == target).sum().astype(jnp.float32), "values": jnp.float32(target.size)}
-    return {"correct": (prediction.argmax(-1) == target.astype(jnp.int32)).sum().astype(jnp.float32),
-            "examples": n}
+                "correct": _count((predicted == target) & valid), "pixels": _count(valid)}
 
-
-def _finalize(kind, s):
-    if kind == "segmentation":
+    def finalize(self, s):
         present = s["union"] > 0
-        return {"miou": float((s["intersection"][present] / s["union"][present]).mean()),
-                "pixel_accuracy": float(s["correct"] / s["pixels"])}
-    if kind in ("dense_regression", "regression"):
-        return {"abs_error": float(s["abs_error"] / s["values"]), "rel_error": float(s["rel_error"] / s["values"])}
-    if kind == "normals":
+        return {"miou": float((s["intersection"][present] / s["union"][present]).mean()) if present.any() else 0.0,
+                "pixel_accuracy": float(s["correct"] / max(s["pixels"], 1.0))}
+
+    def trivial_prediction(self, targets, outputs):
+        """Every pixel the most frequent class of the split (the background in most scenes)."""
+        labeled = targets[targets >= 0]
+        majority = np.bincount(labeled.ravel(), minlength=outputs).argmax() if labeled.size else 0
+        return _one_hot_logits(np.full(targets.shape, majority), outputs)
+
+
+@register
+class DenseRegression(TaskKind):
+    name, dense, primary_metric, higher_is_better = "dense_regression", True, "abs_error", False
+
+    def element_loss(self, prediction, target, valid):
+        return jnp.abs(prediction - target).mean(-1)
+
+    def metric_sums(self, prediction, target, valid, outputs):
+        error = jnp.where(valid[..., None], jnp.abs(prediction - target), 0.0)
+        relative = error / jnp.maximum(jnp.abs(target), 1e-3)
+        return {"abs_error": error.sum(), "rel_error": relative.sum(), "values": _count(valid) * target.shape[-1]}
+
+    def finalize(self, s):
+        values = max(s["values"], 1.0)
+        return {"abs_error": float(s["abs_error"] / values), "rel_error": float(s["rel_error"] / values)}
+
+    def trivial_prediction(self, targets, outputs):
+        """Each image's own median value: the scale of a scene for free, no structure."""
+        median = np.nanmedian(targets.reshape(len(targets), -1, targets.shape[-1]), axis=1)
+        return np.broadcast_to(median[:, None, None, :], targets.shape).astype(np.float32)
+
+
+@register
+class Normals(TaskKind):
+    name, dense, primary_metric, higher_is_better = "normals", True, "mean_angle", False
+
+    def check_outputs(self, outputs):
+        return None if outputs == 3 else f"normals need outputs=3, got {outputs}"
+
+    def element_loss(self, prediction, target, valid):
+        return 1.0 - (_unit(prediction) * target).sum(-1)
+
+    def metric_sums(self, prediction, target, valid, outputs):
+        angle = jnp.degrees(jnp.arccos(jnp.clip((_unit(prediction) * target).sum(-1), -1.0, 1.0)))
+        weight = valid.astype(jnp.float32)
+        return {"angle": (angle * weight).sum(), "within_11.25": _count((angle < 11.25) & valid),
+                "within_22.5": _count((angle < 22.5) & valid), "within_30": _count((angle < 30) & valid),
+                "pixels": weight.sum(),
+                "histogram": jnp.histogram(angle, bins=180, range=(0.0, 180.0), weights=weight)[0]}
+
+    def finalize(self, s):
+        pixels = max(s["pixels"], 1.0)
         cumulative = np.cumsum(s["histogram"])
         median = float(np.searchsorted(cumulative, cumulative[-1] / 2)) + 0.5
-        return {"mean_angle": float(s["angle"] / s["pixels"]), "median_angle": median,
-                "within_11.25": float(s["within_11.25"] / s["pixels"]),
-                "within_22.5": float(s["within_22.5"] / s["pixels"]), "within_30": float(s["within_30"] / s["pixels"])}
-    if kind in ("dense_binary", "multilabel"):
-        f1 = 2 * s["tp"] / max(2 * s["tp"] + s["fp"] + s["fn"], 1.0)
-        return {"f1": float(f1), "accuracy": float(s["correct"] / s["values"])}
-    return {"accuracy": float(s["correct"] / s["examples"])}
+        return {"mean_angle": float(s["angle"] / pixels), "median_angle": median,
+                "within_11.25": float(s["within_11.25"] / pixels), "within_22.5": float(s["within_22.5"] / pixels),
+                "within_30": float(s["within_30"] / pixels)}
+
+    def trivial_prediction(self, targets, outputs):
+        """One constant normal: the normalised mean of the split's valid normals."""
+        mean = np.nanmean(targets.reshape(-1, 3), axis=0)
+        return np.broadcast_to(mean / max(np.linalg.norm(mean), 1e-12), targets.shape).astype(np.float32)
+
+
+@register
+class DenseBinary(TaskKind):
+    name, dense, primary_metric, higher_is_better = "dense_binary", True, "f1", True
+
+    def element_loss(self, prediction, target, valid):
+        return _balanced_bce(prediction, target, valid[..., None]).mean(-1)
+
+    def metric_sums(self, prediction, target, valid, outputs):
+        return _binary_sums(prediction, target, valid[..., None] & jnp.ones(target.shape, bool))
+
+    def finalize(self, s):
+        return _binary_finalize(s)
+
+    def trivial_prediction(self, targets, outputs):
+        """Every pixel positive (the best constant F1 when positives are rare)."""
+        return np.full(targets.shape, 10.0, np.float32)
+
+
+@register
+class Multilabel(TaskKind):
+    name, dense, primary_metric, higher_is_better = "multilabel", False, "accuracy", True
+
+    def valid(self, target):
+        return jnp.isfinite(target).all(-1)
+
+    def element_loss(self, prediction, target, valid):
+        return _balanced_bce(prediction, target, valid[..., None]).mean(-1)
+
+    def metric_sums(self, prediction, target, valid, outputs):
+        return _binary_sums(prediction, target, valid[..., None] & jnp.ones(target.shape, bool))
+
+    def finalize(self, s):
+        return _binary_finalize(s)
+
+    def trivial_prediction(self, targets, outputs):
+        """Each label's majority value over the split."""
+        majority = np.nanmean(targets, axis=0) > 0.5
+        return np.broadcast_to(np.where(majority, 10.0, -10.0), targets.shape).astype(np.float32)
+
+
+@register
+class Classification(TaskKind):
+    name, dense, primary_metric, higher_is_better = "classification", False, "accuracy", True
+
+    def valid(self, target):
+        return target >= 0
+
+    def sanitize(self, target, valid):
+        return jnp.where(valid, target, 0).astype(jnp.int32)
+
+    def element_loss(self, prediction, target, valid):
+        return optax.softmax_cross_entropy_with_integer_labels(prediction, target)
+
+    def metric_sums(self, prediction, target, valid, outputs):
+        return {"correct": _count((prediction.argmax(-1) == target) & valid), "examples": _count(valid)}
+
+    def finalize(self, s):
+        return {"accuracy": float(s["correct"] / max(s["examples"], 1.0))}
+
+    def trivial_prediction(self, targets, outputs):
+        """The majority class of the split."""
+        labeled = targets[targets >= 0]
+        majority = np.bincount(labeled, minlength=outputs).argmax() if labeled.size else 0
+        return _one_hot_logits(np.full(targets.shape, majority), outputs)
+
+
+@register
+class Distribution(TaskKind):
+    """Soft class distributions (e.g. Taskonomy's class_object): soft cross-entropy, top-1 agreement."""
+
+    name, dense, primary_metric, higher_is_better = "distribution", False, "top1_accuracy", True
+
+    def element_loss(self, prediction, target, valid):
+        return optax.softmax_cross_entropy(prediction, target)
+
+    def metric_sums(self, prediction, target, valid, outputs):
+        log_p = jax.nn.log_softmax(prediction)
+        kl = (target * (jnp.log(jnp.maximum(target, 1e-12)) - log_p)).sum(-1)
+        return {"agree": _count((prediction.argmax(-1) == target.argmax(-1)) & valid),
+                "kl": jnp.where(valid, kl, 0.0).sum(), "examples": _count(valid)}
+
+    def finalize(self, s):
+        examples = max(s["examples"], 1.0)
+        return {"top1_accuracy": float(s["agree"] / examples), "kl": float(s["kl"] / examples)}
+
+    def trivial_prediction(self, targets, outputs):
+        """The split's mean distribution for every example."""
+        mean = np.nanmean(targets, axis=0)
+        return np.broadcast_to(np.log(np.maximum(mean, 1e-12)), targets.shape).astype(np.float32)
+
+
+@register
+class Regression(DenseRegression):
+    """Image-level regression: the loss and metrics of dense regression over one value per example."""
+
+    name, dense = "regression", False
+
+    def trivial_prediction(self, targets, outputs):
+        """The split's median (the best constant under L1)."""
+        return np.broadcast_to(np.nanmedian(targets, axis=0), targets.shape).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One task: `outputs` is the number of classes (segmentation, classification, multilabel,
+    distribution) or channels (regression kinds; normals 3; dense_binary 1)."""
+
+    name: str
+    kind: str
+    outputs: int
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name!r}: kind must be one of {tuple(KINDS)}, got {self.kind!r}")
+        problem = KINDS[self.kind].check_outputs(int(self.outputs))
+        if problem:
+            raise ValueError(f"task {self.name!r}: {problem}")
+
+    @property
+    def implementation(self) -> TaskKind:
+        return KINDS[self.kind]
+
+    @property
+    def dense(self) -> bool:
+        return self.implementation.dense
+
+    @property
+    def primary_metric(self) -> str:
+        return self.implementation.primary_metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.implementation.higher_is_better
+
+    def loss(self, prediction: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """Mean loss over the labeled elements of the examples where `mask` (B,) is 1 (all if None)."""
+        kind = self.implementation
+        valid = kind.valid(target)
+        if mask is not None:
+            valid = valid & (mask.reshape(mask.shape + (1,) * (valid.ndim - 1)) > 0)
+        losses = kind.element_loss(prediction, kind.sanitize(target, valid), valid)
+        weight = valid.astype(losses.dtype)
+        return (losses * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+
+    def metric_sums(self, prediction: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
+        kind = self.implementation
+        valid = kind.valid(target)
+        return kind.metric_sums(prediction, kind.sanitize(target, valid), valid, self.outputs)
+
+    def finalize_metrics(self, sums: dict[str, np.ndarray]) -> dict[str, float]:
+        return self.implementation.finalize({k: np.asarray(v, np.float64) for k, v in sums.items()})
+
+    def baseline_metrics(self, targets: np.ndarray) -> dict[str, float]:
+        """Metrics of the kind's trivial predictor on `targets` (e.g. all-background mIoU)."""
+        prediction = self.implementation.trivial_prediction(np.asarray(targets), self.outputs)
+        return self.finalize_metrics(jax.device_get(self.metric_sums(jnp.asarray(prediction), jnp.asarray(targets))))
 
 
 def delta_m(results: dict[str, float], reference: dict[str, float], tasks: list[TaskSpec]) -> float:
-    """Multi-task score in percent (METHOD section 6): mean signed relative change of each task's
-    primary metric against the reference; 0 = as good as the reference, negative = worse."""
+    """Multi-task score in percent: the mean signed relative change of each task's primary metric
+    against the reference; 0 = as good as the reference, negative = worse."""
     total = 0.0
     for task in tasks:
         sign = 1.0 if task.higher_is_better else -1.0
@@ -162,18 +369,3 @@ def delta_m(results: dict[str, float], reference: dict[str, float], tasks: list[
             raise ValueError(f"reference primary metric of task {task.name!r} is 0; Delta_m is undefined")
         total += sign * (results[task.name] - ref) / abs(ref)
     return 100.0 * total / len(tasks)
-
-
-def synthetic_task_specs(names=None) -> list[TaskSpec]:
-    """The tasks of the embedded synthetic scenes (taba_jax.data.synthetic)."""
-    from taba_jax.data import synthetic
-    specs = {"segment": TaskSpec("segment", "segmentation", synthetic.NUM_CLASSES + 1),
-             "depth": TaskSpec("depth", "dense_regression", 1), "normal": TaskSpec("normal", "normals", 3),
-             "edge": TaskSpec("edge", "dense_binary", 1),
-             "classify": TaskSpec("classify", "multilabel", synthetic.NUM_CLASSES),
-             "texture": TaskSpec("texture", "regression", 1)}
-    names = list(specs) if names is None else list(names)
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise ValueError(f"unknown synthetic tasks {unknown}; available: {list(specs)}")
-    return [specs[n] for n in names]

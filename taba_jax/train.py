@@ -1,38 +1,293 @@
-"""Training on partially labeled data (METHOD section 5) with data-parallel jitted steps.
+"""Training on partially labeled data with one pure, jitted, data-parallel step.
 
-Default step: one batch per task drawn from that task's own labeled images, one forward pass of the
-shared model over all task batches stacked, the weighted sum of each task's loss on its batch.
-Option `batching="joint"`: one batch from the images with any label, per-task label masks.
-Batches are sharded along the `data` axis of a `jax.make_mesh` mesh, parameters replicated; the
-same code runs on one device or many, and across hosts after `jax.distributed.initialize()`.
-Batch indices are a pure function of (seed, step), so a resumed run continues the same data order.
+Each task has its own labeled subset of the train split. Default step (`batching="per_task"`): one
+batch per task from that task's labeled images, one forward pass of the shared model over all task
+batches stacked, the weighted sum of each task's loss on its own batch. `batching="joint"`: one
+batch from the images with any label, per-task label masks. Tasks without labels are not trained
+and reported as such.
+
+The state is a pytree (`TrainState`: step, params, optimizer state, the run's schedule values, a
+divergence marker) and `train_step(definition, state, data, indices) -> (state, metrics)` is jitted
+once per `StepDefinition` (model, trained tasks, weights, batching): runs that differ only in
+learning rate, steps or data share one compilation. The in-memory train split lives on the devices
+and each step gathers its batch there from indices that are a pure function of (seed, step), so a
+resumed run continues the same data order and nothing waits on the host. Batches are sharded along
+the `data` axis of a `jax.make_mesh` mesh, parameters replicated: the same code runs on one device
+or many, and across hosts after `jax.distributed.initialize()`.
+
+The loop checks finiteness on the device; the host reads it back only at log and checkpoint steps,
+so a non-finite loss stops the run there, before anything after it is checkpointed. Checkpointing,
+scalar writing and the progress bar are hooks around the loop.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Mapping, Sequence
 
+import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import tqdm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from taba_jax import io_utils
-from taba_jax.budget import Allocation
+from taba_jax import io_utils, rng
+from taba_jax.config import TrainConfig
 from taba_jax.data.dataset import MultiTaskDataset, Split
-from taba_jax.models import MultiTaskNet
-from taba_jax.tasks import TaskSpec, delta_m
+from taba_jax.errors import TrainingDivergedError
+from taba_jax.models import build_model
+from taba_jax.tasks import TaskSpec
 
-BATCHINGS = ("per_task", "joint")
+DEVICE_DATA_LIMIT_BYTES = 2 << 30  # train splits up to this size are put on the devices once
 
+
+# ----------------------------------------------------------------------------------------------
+# State and the pure step
+# ----------------------------------------------------------------------------------------------
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a step reads and writes; checkpointed whole."""
+
+    step: jax.Array  # int32: steps done
+    params: Any
+    opt_state: Any
+    peak_learning_rate: jax.Array
+    warmup_steps: jax.Array
+    total_steps: jax.Array
+    nonfinite_step: jax.Array  # int32: first step whose loss or gradient was not finite, -1 if none
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDefinition:
+    """The static part of a step (hashable: equal definitions share one compilation)."""
+
+    model: Any  # a flax linen module mapping images to {task: prediction}
+    tasks: tuple[TaskSpec, ...]  # the trained tasks, in batch-group order
+    weights: tuple[float, ...]  # loss weight per trained task
+    batching: str
+
+
+def _optimizer() -> optax.GradientTransformation:
+    """AdamW whose learning rate and weight decay live in its state (set per run and per step)."""
+    return optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=0.0)
+
+
+def learning_rate(state: TrainState) -> jax.Array:
+    """Linear warm-up to the peak, then cosine decay to 0 at `total_steps`."""
+    step = state.step.astype(jnp.float32)
+    warmup = jnp.maximum(state.warmup_steps, 1.0)
+    decay = jnp.maximum(state.total_steps - warmup, 1.0)
+    cosine = 0.5 * (1 + jnp.cos(jnp.pi * jnp.clip((step - warmup) / decay, 0.0, 1.0)))
+    return state.peak_learning_rate * jnp.where(step < warmup, step / warmup, cosine)
+
+
+def init_state(definition: StepDefinition, key: jax.Array, image_shape: tuple[int, ...],
+               config: TrainConfig) -> TrainState:
+    """Fresh parameters and optimizer state for a run of `config` (pure; jit it or eval_shape it)."""
+    params = definition.model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+    opt_state = _optimizer().init(params)
+    opt_state.hyperparams["weight_decay"] = jnp.asarray(config.weight_decay, jnp.float32)
+    as32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                      peak_learning_rate=as32(config.learning_rate), warmup_steps=as32(config.warmup_steps),
+                      total_steps=as32(max(config.num_steps, config.warmup_steps + 1)),
+                      nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def task_losses(definition: StepDefinition, params, batch) -> dict[str, jax.Array]:
+    """Loss of each trained task on its part of `batch` (see `gather_batch`)."""
+    images = batch["images"]
+    groups, size = images.shape[:2]
+    predictions = definition.model.apply(params, images.reshape((groups * size,) + images.shape[2:]))
+    losses = {}
+    for g, task in enumerate(definition.tasks):
+        group = 0 if definition.batching == "joint" else g
+        prediction = predictions[task.name].reshape((groups, size) + predictions[task.name].shape[1:])[group]
+        losses[task.name] = task.loss(prediction, batch["targets"][task.name], batch["masks"].get(task.name))
+    return losses
+
+
+def apply_gradients(state: TrainState, grads, loss: jax.Array) -> TrainState:
+    """One AdamW update; a non-finite loss or gradient leaves the state as it was and marks the step,
+    and once marked, the state stays frozen (the loop stops at its next check)."""
+    opt_state = state.opt_state._replace(
+        hyperparams={**state.opt_state.hyperparams, "learning_rate": learning_rate(state)})
+    updates, opt_state = _optimizer().update(grads, opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
+    ok = finite & (state.nonfinite_step < 0)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+    return state.replace(step=state.step + 1, params=keep(params, state.params),
+                         opt_state=keep(opt_state, state.opt_state),
+                         nonfinite_step=jnp.where(ok | (state.nonfinite_step >= 0), state.nonfinite_step,
+                                                  state.step + 1))
+
+
+def gather_batch(definition: StepDefinition, data, indices: jax.Array) -> dict:
+    """The step's batch from the device-resident split: `indices` (G, B) into it, one row per
+    trained task (per_task) or a single row (joint)."""
+    images = data["images"][indices]
+    if definition.batching == "joint":
+        rows = indices[0]
+        targets = {t.name: data["targets"][t.name][rows] for t in definition.tasks}
+        masks = {t.name: data["labeled"][rows, g].astype(jnp.float32) for g, t in enumerate(definition.tasks)}
+    else:
+        targets = {t.name: data["targets"][t.name][indices[g]] for g, t in enumerate(definition.tasks)}
+        masks = {}
+    return {"images": images, "targets": targets, "masks": masks}
+
+
+def _step_on_batch(definition: StepDefinition, state: TrainState, batch) -> tuple[TrainState, dict]:
+    def total_loss(params):
+        losses = task_losses(definition, params, batch)
+        return sum(w * losses[t.name] for t, w in zip(definition.tasks, definition.weights)), losses
+
+    (loss, losses), grads = jax.value_and_grad(total_loss, has_aux=True)(state.params)
+    metrics = {"loss": loss, "learning_rate": learning_rate(state), **{f"loss/{k}": v for k, v in losses.items()}}
+    return apply_gradients(state, grads, loss), metrics
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def train_step(definition: StepDefinition, state: TrainState, data, indices: jax.Array) -> tuple[TrainState, dict]:
+    """One step on the batch at `indices` of the device-resident `data` (see `gather_batch`)."""
+    return _step_on_batch(definition, state, gather_batch(definition, data, indices))
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def train_step_on_batch(definition: StepDefinition, state: TrainState, batch) -> tuple[TrainState, dict]:
+    """One step on a batch assembled on the host (datasets too large to keep on the devices)."""
+    return _step_on_batch(definition, state, batch)
+
+
+def sample_batch_indices(labeled: Mapping[str, np.ndarray], batch_size: int, seed: int, step: int,
+                         batching: str) -> np.ndarray:
+    """Indices into the train split for `step` (a pure function of seed and step): (T, B), row t
+    from task t's labeled images (per_task), or (1, B) from the images with any label (joint).
+    Without replacement unless a task has fewer labeled images than the batch."""
+    generator = rng.numpy_rng(seed, "batches", step)
+    pools = [np.unique(np.concatenate(list(labeled.values())))] if batching == "joint" else list(labeled.values())
+    return np.stack([np.sort(generator.choice(pool, batch_size, replace=len(pool) < batch_size))
+                     for pool in pools]).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hooks around the loop
+# ----------------------------------------------------------------------------------------------
+
+class Hook:
+    """Runs every `every` steps and at the last step. `reads_values`: it needs the step's metrics
+    on the host (the loop then reads them back, and checks finiteness first)."""
+
+    reads_values = True
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def due(self, step: int, last: int) -> bool:
+        return step % self.every == 0 or step == last
+
+    def __call__(self, step: int, state: TrainState, values: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class CheckpointHook(Hook):
+    """Saves the whole TrainState with orbax (asynchronously), keeping the last two."""
+
+    def __init__(self, directory: str, every: int):
+        super().__init__(every)
+        self.manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                             options=ocp.CheckpointManagerOptions(max_to_keep=2))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore(self, abstract_state: TrainState) -> TrainState:
+        return self.manager.restore(self.latest_step(), args=ocp.args.StandardRestore(abstract_state))
+
+    def __call__(self, step, state, values):
+        self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+class ScalarsHook(Hook):
+    """Appends the step's scalars to `<workdir>/metrics.jsonl` (one whole line each) and TensorBoard,
+    with the steps per second since the previous write."""
+
+    def __init__(self, workdir: str, every: int, tensorboard: bool = True):
+        super().__init__(every)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        io_utils.repair_jsonl(self.path)
+        self.writer = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.last_time, self.last_step = time.perf_counter(), None
+
+    def __call__(self, step, state, values):
+        now = time.perf_counter()
+        record = {"step": step, **values}
+        if self.last_step is not None:
+            record["steps_per_second"] = (step - self.last_step) / (now - self.last_time)
+        self.last_time, self.last_step = now, step
+        io_utils.append_jsonl(self.path, record)
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, step)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class ProgressHook(Hook):
+    """A tqdm bar with rate and ETA; shows the loss whenever another hook has read it back."""
+
+    reads_values = False
+
+    def __init__(self, start: int, total: int, enabled: bool = True):
+        super().__init__(1)
+        self.bar = tqdm.tqdm(initial=start, total=total, disable=not enabled, unit="step")
+
+    def __call__(self, step, state, values):
+        self.bar.update(1)
+        if "loss" in values:
+            self.bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+
+    def close(self):
+        self.bar.close()
+
+
+class CallbackHook(Hook):
+    """Calls `fn(step, state)` every `every` steps (e.g. TABA's affinity probe)."""
+
+    reads_values = False
+
+    def __init__(self, fn, every: int):
+        super().__init__(every)
+        self.fn = fn
+
+    def due(self, step, last):
+        return step % self.every == 0
+
+    def __call__(self, step, state, values):
+        self.fn(step, state)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class TrainResult:
@@ -41,299 +296,213 @@ class TrainResult:
     untrained_tasks: list[str]
     final_losses: dict[str, float]
     steps: int
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Training hyper-parameters (the `train` block of configs/synthetic.py)."""
-    c = ml_collections.ConfigDict()
-    c.num_steps = 300
-    c.batch_size = 32  # per task (per_task batching) or in total (joint)
-    c.batching = "per_task"
-    c.learning_rate = 3e-3
-    c.warmup_steps = 20
-    c.weight_decay = 1e-4
-    c.widths = "16,32,64"
-    c.blocks = 1
-    c.task_weights = ""  # comma-separated, one per task; empty = all 1
-    c.checkpoint_every = 100
-    c.log_every = 25
-    c.eval_batch_size = 256
-    return c
-
-
-def make_model(tasks: list[TaskSpec], config) -> MultiTaskNet:
-    widths = tuple(int(w) for w in str(config.widths).split(","))
-    return MultiTaskNet(tuple(tasks), widths=widths, blocks=int(config.blocks))
-
-
-def make_optimizer(config) -> optax.GradientTransformation:
-    """AdamW with a linear warm-up and cosine decay over `config.num_steps`."""
-    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1),
-                                                  max(config.num_steps, config.warmup_steps + 1))
-    return optax.adamw(schedule, weight_decay=config.weight_decay)
+    seconds: float
 
 
 def data_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh over every device; XLA propagates the batch sharding through the model (Auto axes)."""
+    """A 1-D mesh over every device; XLA propagates the batch sharding through the model."""
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def sample_batch_indices(labeled: dict[str, np.ndarray], batch_size: int, seed: int, step: int,
-                         batching: str) -> dict[str, np.ndarray]:
-    """Indices into the train split for `step`: per task from its labeled images, or one joint set."""
-    rng = np.random.default_rng([seed, step])
-    if batching == "joint":
-        pool = np.unique(np.concatenate(list(labeled.values())))
-        chosen = rng.choice(pool, batch_size, replace=len(pool) < batch_size)
-        return {"joint": np.sort(chosen)}
-    return {task: np.sort(rng.choice(idx, batch_size, replace=len(idx) < batch_size)) for task, idx in labeled.items()}
-
-
-def make_loss_fn(model: MultiTaskNet, tasks: list[TaskSpec], weights: dict[str, float], batching: str):
-    """loss(params, images (G, B, H, W, C), targets, masks) -> (total, per-task losses).
-
-    Per-task batching: group g holds task g's batch. Joint: one group, `masks[task]` (B,) marks
-    which images carry that task's label.
-    """
-    def loss_fn(params, images, targets, masks):
-        groups, batch = images.shape[:2]
-        predictions = model.apply(params, images.reshape((groups * batch,) + images.shape[2:]))
-        losses = {}
-        for g, task in enumerate(tasks):
-            group = 0 if batching == "joint" else g
-            prediction = predictions[task.name].reshape((groups, batch) + predictions[task.name].shape[1:])[group]
-            losses[task.name] = task.loss(prediction, targets[task.name], masks.get(task.name))
-        total = sum(weights[t.name] * losses[t.name] for t in tasks)
-        return total, losses
-    return loss_fn
-
-
-def make_train_step(model, tasks, weights, batching, optimizer):
-    """A pure step: (params, opt_state, images, targets, masks) -> (params, opt_state, loss, losses)."""
-    loss_fn = make_loss_fn(model, tasks, weights, batching)
-
-    def step(params, opt_state, images, targets, masks):
-        (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, images, targets, masks)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, losses
-    return step
-
-
-def _optimizer_key(config) -> tuple:
-    return tuple((k, config[k]) for k in ("learning_rate", "warmup_steps", "num_steps", "weight_decay"))
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_step(model, tasks, weights, batching, optimizer_key):
-    """One jitted step per (model, trained tasks, weights, batching, optimizer): the many short runs of
-    an experiment share compilations instead of tracing a fresh closure each."""
-    optimizer = make_optimizer(ml_collections.ConfigDict(dict(optimizer_key)))
-    return jax.jit(make_train_step(model, list(tasks), dict(weights), batching, optimizer), donate_argnums=(0, 1))
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_init(model, optimizer_key, sharding):
-    """Jitted (key, images) -> (params, optimizer state), replicated; shared like `_compiled_step`."""
-    optimizer = make_optimizer(ml_collections.ConfigDict(dict(optimizer_key)))
-
-    def init(key, images):
-        params = model.init(key, images)
-        return params, optimizer.init(params)
-    return jax.jit(init, out_shardings=sharding)
+def _global_array(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """`array` (identical on every process) laid out by `sharding`; each process supplies only the
+    shards its devices hold."""
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 class Trainer:
-    """Trains a MultiTaskNet on the labels of an allocation; checkpoints with orbax and resumes."""
+    """Trains a multi-task model on the labeled images of each task; checkpoints with orbax and resumes.
 
-    def __init__(self, dataset: MultiTaskDataset, allocation: Allocation, config, workdir: str, seed: int = 0):
-        if allocation.problem.num_images != len(dataset.train):
-            raise ValueError(f"allocation pool has {allocation.problem.num_images} images, the train split "
-                             f"{len(dataset.train)}")
-        missing = [t for t in allocation.problem.task_names if t not in dataset.task_names]
-        if missing:
-            raise ValueError(f"allocation tasks {missing} are not in the dataset {dataset.task_names}")
-        if config.batching not in BATCHINGS:
-            raise ValueError(f"config.batching must be one of {BATCHINGS}, got {config.batching!r}")
-        self.config, self.workdir, self.seed, self.dataset = config, workdir, seed, dataset
-        self.all_tasks = dataset.task_specs(allocation.problem.task_names)
-        self.labeled = {t.name: allocation.labeled_indices(t.name) for t in self.all_tasks}
-        self.tasks = [t for t in self.all_tasks if len(self.labeled[t.name])]
-        self.untrained = [t.name for t in self.all_tasks if not len(self.labeled[t.name])]
-        self.labeled = {t.name: self.labeled[t.name] for t in self.tasks}
-        weights = [float(w) for w in str(config.task_weights).split(",")] if config.task_weights else []
-        if weights and len(weights) != len(self.all_tasks):
-            raise ValueError(f"config.task_weights has {len(weights)} entries for {len(self.all_tasks)} tasks")
-        self.weights = dict(zip([t.name for t in self.all_tasks], weights or [1.0] * len(self.all_tasks)))
-        self.model = make_model(self.all_tasks, config)
+    `labeled` maps each task to the indices of its labeled images in the train split (tasks of the
+    dataset that are missing or empty are not trained). `tasks` (names) picks the model's heads;
+    default: the dataset's tasks.
+    """
+
+    def __init__(self, dataset: MultiTaskDataset, labeled: Mapping[str, np.ndarray], config: TrainConfig,
+                 workdir: str, seed: int = 0, tasks: Sequence[str] | None = None):
+        self.dataset, self.config, self.workdir, self.seed = dataset, config, workdir, seed
+        self.all_tasks = dataset.task_specs(dataset.task_names if tasks is None else tasks)
+        names = [t.name for t in self.all_tasks]
+        unknown = sorted(set(labeled) - set(names))
+        if unknown:
+            raise ValueError(f"labeled images given for tasks {unknown} that the model has no head for ({names})")
+        pool = len(dataset.train)
+        self.labeled = {}
+        for name in names:
+            indices = np.unique(np.asarray(labeled.get(name, []), np.int64))
+            if len(indices) and (indices[0] < 0 or indices[-1] >= pool):
+                raise ValueError(f"labeled images of task {name!r} must index the train split of {pool} images")
+            if len(indices):
+                self.labeled[name] = indices
+        self.tasks = [t for t in self.all_tasks if t.name in self.labeled]
+        self.untrained = [t.name for t in self.all_tasks if t.name not in self.labeled]
+        weights = config.weights_for(names)
+        self.model = build_model(self.all_tasks, config)
+        self.definition = StepDefinition(self.model, tuple(self.tasks), tuple(weights[t.name] for t in self.tasks),
+                                         config.batching)
         self.mesh = data_mesh()
         if config.batch_size % jax.device_count():
-            raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+            raise ValueError(f"config.train.batch_size={config.batch_size} must be divisible by the "
                              f"{jax.device_count()} devices")
         self.replicated = NamedSharding(self.mesh, P())
-        self.batch_sharding = NamedSharding(self.mesh, P(None, "data"))
-        self.target_sharding = NamedSharding(self.mesh, P("data"))
-        if self.tasks:
-            self._step = _compiled_step(self.model, tuple(self.tasks), tuple(sorted(self.weights.items())),
-                                        config.batching, _optimizer_key(config))
+        self.index_sharding = NamedSharding(self.mesh, P(None, "data"))
 
-    def init_params(self):
-        images = jnp.zeros((1,) + self.dataset.train.images.shape[1:], jnp.float32)
-        return _compiled_init(self.model, _optimizer_key(self.config), self.replicated)(jax.random.key(self.seed), images)
+    # -- state --------------------------------------------------------------------------------
 
-    def batch(self, step: int):
-        """Device arrays for `step`: images (G, B, H, W, C), targets {task: (B, ...)}, masks."""
-        split = self.dataset.train
-        indices = sample_batch_indices(self.labeled, self.config.batch_size, self.seed, step, self.config.batching)
-        if self.config.batching == "joint":
-            idx = indices["joint"]
-            images = split.images[idx][None]
-            targets = {t.name: split.targets[t.name][idx] for t in self.tasks}
-            masks = {t.name: np.isin(idx, self.labeled[t.name]).astype(np.float32) for t in self.tasks}
+    def _init_fn(self):
+        image_shape = self.dataset.train.images.shape[1:]
+        return lambda key: init_state(self.definition, key, image_shape, self.config)
+
+    def init_state(self) -> TrainState:
+        """Fresh state from the seed's `init` stream, replicated on the mesh."""
+        return jax.jit(self._init_fn(), out_shardings=self.replicated)(rng.jax_key(self.seed, "init"))
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of the state, without computing it (restore target)."""
+        shapes = jax.eval_shape(self._init_fn(), rng.jax_key(self.seed, "init"))
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _device_data(self, split: Split):
+        """The train split and the label masks of the trained tasks, replicated on the devices."""
+        labeled = np.zeros((len(split), max(len(self.tasks), 1)), bool)
+        for g, task in enumerate(self.tasks):
+            labeled[self.labeled[task.name], g] = True
+        arrays = {"images": split.images, "targets": {t.name: split.targets[t.name] for t in self.tasks},
+                  "labeled": labeled}
+        return jax.tree.map(lambda a: _global_array(np.asarray(a), self.replicated), arrays)
+
+    def indices(self, step: int) -> np.ndarray:
+        return sample_batch_indices(self.labeled, self.config.batch_size, self.seed, step, self.config.batching)
+
+    def host_batch(self, step: int) -> dict:
+        """The batch of `step` assembled on the host and laid out on the mesh (for large splits)."""
+        indices = self.indices(step)
+        split, batching = self.dataset.train, self.config.batching
+        batch = {"images": split.images[indices], "masks": {}}
+        if batching == "joint":
+            batch["targets"] = {t.name: split.targets[t.name][indices[0]] for t in self.tasks}
+            batch["masks"] = {t.name: np.isin(indices[0], self.labeled[t.name]).astype(np.float32)
+                              for t in self.tasks}
         else:
-            images = np.stack([split.images[indices[t.name]] for t in self.tasks])
-            targets = {t.name: split.targets[t.name][indices[t.name]] for t in self.tasks}
-            masks = {}
-        put = lambda x, s: jax.make_array_from_process_local_data(s, _process_slice(x, s))  # noqa: E731
-        return (put(images, self.batch_sharding), {k: put(v, self.target_sharding) for k, v in targets.items()},
-                {k: put(v, self.target_sharding) for k, v in masks.items()})
+            batch["targets"] = {t.name: split.targets[t.name][indices[g]] for g, t in enumerate(self.tasks)}
+        sharding = {"images": self.index_sharding, "targets": NamedSharding(self.mesh, P("data")),
+                    "masks": NamedSharding(self.mesh, P("data"))}
+        return {k: jax.tree.map(lambda a: _global_array(a, sharding[k]), v) for k, v in batch.items()}
 
-    def train(self, progress: bool = True, until_step: int | None = None,
-              callback: Callable[[int, Any], None] | None = None) -> TrainResult:
+    def _step_function(self):
+        """step(state, step_number) -> (state, metrics), on device-resident data when it fits."""
+        split = self.dataset.train
+        if split.nbytes <= DEVICE_DATA_LIMIT_BYTES:
+            data = self._device_data(split)
+            return lambda state, step: train_step(self.definition, state, data,
+                                                  _global_array(self.indices(step), self.index_sharding))
+        return lambda state, step: train_step_on_batch(self.definition, state, self.host_batch(step))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def train(self, progress: bool = True, until_step: int | None = None, hooks: Sequence[Hook] = ()) -> TrainResult:
         """Trains from the latest checkpoint (if any) to `config.num_steps`, or stops after
-        `until_step` (a pre-emption point; a later call resumes). `callback(step, params)` runs after
-        every step with the updated parameters (valid only during the call: the next step donates them)."""
+        `until_step` (a pre-emption point; a later call resumes). `hooks` run beside the built-in
+        checkpoint, scalar and progress hooks."""
+        started = time.perf_counter()
         os.makedirs(self.workdir, exist_ok=True)
-        params, opt_state = self.init_params()
         if not self.tasks:
-            return TrainResult(params, [], self.untrained, {}, 0)
-        manager = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(self.workdir, "checkpoints")),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=self.config.checkpoint_every))
-        start = 0
-        if manager.latest_step() is not None:
-            start = manager.latest_step()
-            restored = manager.restore(start, args=ocp.args.StandardRestore({"params": params, "opt_state": opt_state}))
-            params, opt_state = restored["params"], restored["opt_state"]
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(os.path.join(self.workdir, "tensorboard")) if jax.process_index() == 0 else None
-        losses = {}
+            return TrainResult(self.init_state().params, [], self.untrained, {}, 0, time.perf_counter() - started)
+        checkpoints = CheckpointHook(os.path.join(self.workdir, "checkpoints"), self.config.checkpoint_every)
+        if checkpoints.latest_step() is not None:
+            state = checkpoints.restore(self.abstract_state())
+        else:
+            state = self.init_state()
+        start = int(jax.device_get(state.step))
         end = self.config.num_steps if until_step is None else min(until_step, self.config.num_steps)
-        bar = tqdm.tqdm(range(start, end), initial=start, total=self.config.num_steps,
-                        disable=not progress or jax.process_index() != 0, unit="step")
-        window_start, window_steps = time.perf_counter(), 0
-        for step in bar:
-            params, opt_state, loss, losses = self._step(params, opt_state, *self.batch(step))
-            loss = float(loss)
-            if not np.isfinite(loss):
-                manager.wait_until_finished()
-                raise FloatingPointError(
-                    f"non-finite training loss {loss} at step {step + 1} (task losses "
-                    f"{ {k: float(v) for k, v in losses.items()} }); the last good checkpoint, step "
-                    f"{manager.latest_step()}, is kept in {self.workdir}/checkpoints")
-            window_steps += 1
-            done = step + 1
-            if callback is not None:
-                callback(done, params)
-            if done % self.config.checkpoint_every == 0 or done == self.config.num_steps:
-                manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
-                             force=done == self.config.num_steps)
-            if done % self.config.log_every == 0 or done == self.config.num_steps:
-                rate = window_steps / (time.perf_counter() - window_start)
-                record = {"step": done, "loss": loss, "steps_per_second": rate,
-                          **{f"loss/{k}": float(v) for k, v in losses.items()}}
-                bar.set_postfix(loss=f"{loss:.4f}")
-                if writer is not None:
-                    for key, value in record.items():
-                        if key != "step":
-                            writer.add_scalar(key, value, done)
-                    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                window_start, window_steps = time.perf_counter(), 0
-        manager.wait_until_finished()
-        manager.close()
-        if writer is not None:
-            writer.close()
-        return TrainResult(params, [t.name for t in self.tasks], self.untrained,
-                           {k: float(v) for k, v in losses.items()}, end)
+        lead = jax.process_index() == 0
+        all_hooks = [checkpoints, ProgressHook(start, self.config.num_steps, progress and lead), *hooks]
+        if lead:
+            all_hooks.insert(1, ScalarsHook(self.workdir, self.config.log_every))
+        step_fn = self._step_function()
+        values = {}
+        try:
+            for step in range(start, end):
+                state, metrics = step_fn(state, step)
+                done = step + 1
+                due = [h for h in all_hooks if h.due(done, end)]
+                values = {}
+                if any(h.reads_values for h in due):
+                    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    self._check_finite(state, checkpoints)
+                for hook in due:
+                    hook(done, state, values)
+        finally:
+            for hook in all_hooks:
+                hook.close()
+        losses = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("loss/")}
+        return TrainResult(state.params, [t.name for t in self.tasks], self.untrained, losses, end,
+                           time.perf_counter() - started)
+
+    def _check_finite(self, state: TrainState, checkpoints: CheckpointHook) -> None:
+        bad = int(jax.device_get(state.nonfinite_step))
+        if bad >= 0:
+            checkpoints.manager.wait_until_finished()
+            last = checkpoints.latest_step()
+            kept = f"the last good checkpoint, step {last}, is kept in" if last is not None else \
+                "no checkpoint was written before it; nothing is kept in"
+            raise TrainingDivergedError(
+                f"non-finite training loss or gradient at step {bad}: lower config.train.learning_rate "
+                f"(now {self.config.learning_rate:g}); {kept} {self.workdir}/checkpoints")
 
 
-def _process_slice(array: np.ndarray, sharding: NamedSharding) -> np.ndarray:
-    """This process's rows of a global batch (the whole batch on a single host)."""
-    if jax.process_count() == 1:
-        return array
-    axis = list(sharding.spec).index("data")
-    size = array.shape[axis] // jax.process_count()
-    return np.take(array, np.arange(size) + jax.process_index() * size, axis=axis)
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _batch_sums(model, tasks: tuple[TaskSpec, ...], statistic: str, params, images, targets):
+    """Per-batch sums: metric statistics, or example-weighted losses."""
+    predictions = model.apply(params, images)
+    if statistic == "metrics":
+        return {t.name: t.metric_sums(predictions[t.name], targets[t.name]) for t in tasks}
+    return {t.name: t.loss(predictions[t.name], targets[t.name]) * images.shape[0] for t in tasks}
 
 
-def evaluate(model: MultiTaskNet, params, tasks: list[TaskSpec], split: Split, batch_size: int = 256) -> dict:
-    """Per-task metrics on a split, with each task's primary metric under "primary"."""
-    total = _split_sums(_batch_sums_fn(model, tuple(tasks), "metrics"), params, tasks, split, batch_size)
-    metrics = {}
-    for task in tasks:
-        values = task.finalize_metrics(total[task.name])
-        metrics[task.name] = {**values, "primary": values[task.primary_metric], "primary_metric": task.primary_metric,
-                              "higher_is_better": task.higher_is_better}
-    return metrics
-
-
-def evaluate_losses(model: MultiTaskNet, params, tasks: list[TaskSpec], split: Split,
-                    batch_size: int = 256) -> dict[str, float]:
-    """Mean training loss of each task over a split (all examples labeled)."""
-    total = _split_sums(_batch_sums_fn(model, tuple(tasks), "losses"), params, tasks, split, batch_size)
-    return {t.name: float(total[t.name] / len(split)) for t in tasks}
-
-
-def _split_sums(batch_sums, params, tasks, split: Split, batch_size: int):
-    """Sums `batch_sums(params, images, targets)` over a split in batches."""
+def _split_sums(model, tasks, statistic, params, split: Split, batch_size: int):
     total = None
     for start in range(0, len(split), batch_size):
-        targets = {t.name: split.targets[t.name][start: start + batch_size] for t in tasks}
-        batch = jax.tree.map(np.asarray, batch_sums(params, split.images[start: start + batch_size], targets))
+        images, targets = split.batch(slice(start, start + batch_size), [t.name for t in tasks])
+        batch = jax.device_get(_batch_sums(model, tuple(tasks), statistic, params, images, targets))
         total = batch if total is None else jax.tree.map(np.add, total, batch)
     return total
 
 
-@functools.lru_cache(maxsize=64)
-def _batch_sums_fn(model, tasks, statistic: str):
-    """Jitted per-batch sums for `_split_sums`: metric statistics or example-weighted losses."""
-    @jax.jit
-    def sums(params, images, targets):
-        predictions = model.apply(params, images)
-        if statistic == "metrics":
-            return {t.name: t.metric_sums(predictions[t.name], targets[t.name]) for t in tasks}
-        return {t.name: t.loss(predictions[t.name], targets[t.name]) * images.shape[0] for t in tasks}
-    return sums
+def evaluate(model, params, tasks: Sequence[TaskSpec], split: Split, batch_size: int = 256) -> dict:
+    """Per-task metrics on a split, each task's primary metric under "primary", and the same
+    metric of the task's trivial baseline (e.g. all-background mIoU) under "baseline"."""
+    total = _split_sums(model, tasks, "metrics", params, split, batch_size)
+    metrics = {}
+    for task in tasks:
+        values = task.finalize_metrics(total[task.name])
+        baseline = task.baseline_metrics(split.targets[task.name])[task.primary_metric]
+        metrics[task.name] = {**values, "primary": values[task.primary_metric], "primary_metric": task.primary_metric,
+                              "higher_is_better": task.higher_is_better, "baseline": baseline}
+    return metrics
 
 
-def load_reference(path: str, tasks: list[TaskSpec]) -> dict[str, float]:
-    """Primary metric per task from a results.json written by `train_and_evaluate`."""
-    with open(path) as f:
-        results = json.load(f)
-    try:
-        return {t.name: float(results["metrics"][t.name]["primary"]) for t in tasks}
-    except KeyError as e:
-        raise ValueError(f"reference {path!r} has no primary metric for task {e}") from None
+def evaluate_losses(model, params, tasks: Sequence[TaskSpec], split: Split, batch_size: int = 256) -> dict[str, float]:
+    """Mean training loss of each task over a split (all examples labeled)."""
+    total = _split_sums(model, tasks, "losses", params, split, batch_size)
+    return {t.name: float(total[t.name] / len(split)) for t in tasks}
 
 
-def train_and_evaluate(dataset: MultiTaskDataset, allocation: Allocation, config, workdir: str, seed: int = 0,
-                       reference: str | None = None, progress: bool = True) -> dict:
-    """Trains on `allocation`'s labels, evaluates on the test split, writes `<workdir>/results.json`."""
-    trainer = Trainer(dataset, allocation, config, workdir, seed)
-    start = time.perf_counter()
+def train_and_evaluate(dataset: MultiTaskDataset, labeled: Mapping[str, np.ndarray], config: TrainConfig,
+                       workdir: str, seed: int = 0, progress: bool = True) -> dict:
+    """Trains on the labeled images of each task and evaluates every task on the test split."""
+    trainer = Trainer(dataset, labeled, config, workdir, seed)
     result = trainer.train(progress=progress)
     metrics = evaluate(trainer.model, result.params, trainer.all_tasks, dataset.splits["test"],
                        config.eval_batch_size)
     for name in result.untrained_tasks:
         metrics[name]["untrained"] = True
-    results = {"metrics": metrics, "trained_tasks": result.trained_tasks, "untrained_tasks": result.untrained_tasks,
-               "labels": dict(zip(allocation.problem.task_names, allocation.counts.tolist())),
-               "spent": allocation.spent, "strategy": allocation.strategy, "seed": seed, "steps": result.steps,
-               "train_seconds": time.perf_counter() - start, "final_losses": result.final_losses}
-    if reference:
-        ref = load_reference(reference, trainer.all_tasks)
-        results["delta_m"] = delta_m({t: m["primary"] for t, m in metrics.items()}, ref, trainer.all_tasks)
-        results["reference"] = os.path.abspath(reference)
-    if jax.process_index() == 0:
-        io_utils.write_json(os.path.join(workdir, "results.json"), results)
-    return results
+    return {"metrics": metrics, "trained_tasks": result.trained_tasks, "untrained_tasks": result.untrained_tasks,
+            "labels": {t.name: len(trainer.labeled.get(t.name, ())) for t in trainer.all_tasks},
+            "seed": seed, "steps": result.steps, "train_seconds": result.seconds, "final_losses": result.final_losses}

@@ -1,3 +1,4 @@
+import dataclasses
 import importlib.util
 import json
 import os
@@ -8,41 +9,49 @@ import time
 
 import pytest
 
-from taba_jax import experiment, io_utils, report, train
+from taba_jax import config as cfg
+from taba_jax import experiment, io_utils, report
+from taba_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SPEC = importlib.util.spec_from_file_location("experiment_config", os.path.join(ROOT, "configs", "experiment.py"))
 experiment_config = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(experiment_config)
 
-TINY = dict(tasks="segment,depth", costs="10,3", budgets="260,520", seeds="0,1", num_images=60, image_size=8,
-            strategies="equal_budget,single_task:depth,taba")
-TINY_TRAIN = dict(num_steps=4, batch_size=4, widths="8", checkpoint_every=4, log_every=4, warmup_steps=1,
+TINY = dict(tasks=("segment", "depth"), costs=(10, 3), budgets=(260, 520), seeds=(0, 1), num_images=60, image_size=8,
+            strategies=("equal_budget", "single_task:depth", "taba"))
+TINY_TRAIN = dict(num_steps=4, batch_size=4, widths=(8,), checkpoint_every=4, log_every=4, warmup_steps=1,
                   eval_batch_size=64)
 
 
-def tiny_config():
+def tiny_config(**overrides):
     config = experiment_config.get_config("geometry,quick")
-    config.update(TINY)
+    config.update({**TINY, **overrides})
     config.train.update(TINY_TRAIN)
-    config.taba.update(affinity_every=1, subset_fractions="0.5")
-    return config
+    config.taba.update(affinity_every=1, subset_fractions=(0.5,))
+    return cfg.parse(cfg.ExperimentConfig, config)
+
+
+def flag_args(values: dict, prefix="--config."):
+    """Command-line overrides as a user types them (comma-separated lists)."""
+    return [f"{prefix}{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in values.items()]
 
 
 def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_path, monkeypatch):
     records = experiment.run(tiny_config(), str(tmp_path), progress=False)
     assert len(records) == 3 * 2 * 2
-    assert {experiment.run_key(r) for r in records} == {
+    assert {r.key for r in records} == {
         ("geometry", s, b, seed) for s in ("equal_budget", "single_task:depth", "taba") for b in (260.0, 520.0)
         for seed in (0, 1)}
     for r in records:
-        assert r["spent"] <= r["budget"] and set(r["labels"]) == {"segment", "depth"}
-        assert set(r["metrics"]) == {"segment", "depth"} and isinstance(r["delta_m"], float)
-        assert r["money"]["segment"] == 10 * r["labels"]["segment"]
-    taba_records = [r for r in records if r["strategy"] == "taba"]
-    assert all(len(r["taba"]["affinity"]) == 2 and len(r["taba"]["gamma"]) == 2 for r in taba_records)
-    single = [r for r in records if r["strategy"] == "single_task:depth"]
-    assert all(r["untrained_tasks"] == ["segment"] and r["labels"]["segment"] == 0 for r in single)
+        assert r.spent <= r.budget and set(r.labels) == {"segment", "depth"}
+        assert set(r.metrics) == {"segment", "depth"} and isinstance(r.delta_m, float)
+        assert r.money["segment"] == 10 * r.labels["segment"]
+        assert all("baseline" in m for m in r.metrics.values())
+    taba_records = [r for r in records if r.strategy == "taba"]
+    assert all(len(r.taba["affinity"]) == 2 and len(r.taba["gamma"]) == 2 for r in taba_records)
+    single = [r for r in records if r.strategy == "single_task:depth"]
+    assert all(r.untrained_tasks == ("segment",) and r.labels["segment"] == 0 for r in single)
     assert sorted(os.listdir(tmp_path / "reference")) == ["seed0", "seed1"]
     assert not (tmp_path / "runs" / "taba_b260_s0" / "checkpoints").exists()
 
@@ -50,7 +59,7 @@ def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_pat
     assert "| taba |" in text and "best heuristic" in text and "budget TABA needs to match" in text
     assert text.count("**") >= 4  # a best entry marked per budget
     assert "| s \\ t | segment | depth |" in text  # the setting's task order, that of the affinity matrix
-    assert all(r["tasks"] == ["segment", "depth"] for r in records)
+    assert all(r.tasks == ("segment", "depth") for r in records)
     assert "Full-supervision reference (every label of the pool), primary metric per task, mean over its 2 seeds: " \
            "segment miou 0." in text
     for plot in report.PLOTS:
@@ -65,31 +74,27 @@ def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_pat
     assert again == records and (tmp_path / "report.md").exists()
 
 
-def test_unknown_strategy_is_rejected_before_any_work(tmp_path):
-    config = tiny_config()
-    config.strategies = "equal_budget,greedy_magic"
-    with pytest.raises(ValueError, match=r"config.strategies has unknown \['greedy_magic'\]"):
-        experiment.run(config, str(tmp_path))
-    assert not (tmp_path / "results.jsonl").exists()
+def test_unknown_strategy_is_rejected_before_any_work():
+    with pytest.raises(ConfigError, match=r"config.strategies: must be one of .*, got 'greedy_magic'"):
+        tiny_config(strategies=("equal_budget", "greedy_magic"))
 
 
 def test_rerun_with_another_training_config_is_refused(tmp_path):
-    config = tiny_config()
-    config.update(strategies="equal_budget", budgets="260", seeds="0")
+    config = tiny_config(strategies=("equal_budget",), budgets=(260,), seeds=(0,))
     assert len(experiment.run(config, str(tmp_path), progress=False)) == 1
-    config.seeds = "0,1"  # more seeds: allowed, runs only the new one
-    assert len(experiment.run(config, str(tmp_path), progress=False)) == 2
-    config.train.num_steps = 5
-    with pytest.raises(ValueError, match=r"holds runs of another config: config.taba, config.train differ"):
-        experiment.run(config, str(tmp_path), progress=False)
+    more_seeds = dataclasses.replace(config, seeds=(0, 1))  # allowed: runs only the new one
+    assert len(experiment.run(more_seeds, str(tmp_path), progress=False)) == 2
+    other = dataclasses.replace(more_seeds, train=dataclasses.replace(config.train, num_steps=5))
+    with pytest.raises(ConfigError, match=r"holds runs of another config: config.train differ"):
+        experiment.run(other, str(tmp_path), progress=False)
     assert len(io_utils.read_jsonl(tmp_path / "results.jsonl")) == 2
 
 
 def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
     args = [sys.executable, "launch/experiment.py", "--config=configs/experiment.py:geometry,quick",
-            f"--workdir={tmp_path}", "--noprogress", *(f"--config.{k}={v}" for k, v in TINY.items()),
-            *(f"--config.train.{k}={v}" for k, v in TINY_TRAIN.items()), "--config.strategies=equal_budget",
-            "--config.seeds=0,1,2"]
+            f"--workdir={tmp_path}", "--noprogress",
+            *flag_args({**TINY, "strategies": "equal_budget", "seeds": (0, 1, 2)}),
+            *flag_args(TINY_TRAIN, "--config.train.")]
     results = tmp_path / "results.jsonl"
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -97,30 +102,21 @@ def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    lines = results.read_text().splitlines()
+    lines = [json.dumps(r, sort_keys=True) for r in io_utils.read_jsonl(results)]  # whole lines only
     assert 2 <= len(lines) < 6
-    assert all(isinstance(json.loads(line), dict) for line in lines)  # every line whole
+    with open(results, "a") as f:
+        f.write('{"setting": "geometry", "strat')  # as if the kill had torn the next line
     finished = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert f"{len(lines)} already finished" in finished.stdout
+    assert f"{len(lines)} already finished" in finished.stdout and "cut off a torn last line" in finished.stdout
     records = io_utils.read_jsonl(results)
-    assert len(records) == 6 and len({experiment.run_key(r) for r in records}) == 6
+    assert len(records) == 6 and len({experiment.ExperimentRecord.from_json(r).key for r in records}) == 6
     assert [json.dumps(r, sort_keys=True) for r in records[:len(lines)]] == lines
+    assert results.read_text().count("\n") == 6
     summary = subprocess.run([sys.executable, "launch/summarize.py", f"--workdirs={tmp_path}",
                               f"--out={tmp_path / 'summary.md'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert summary.returncode == 0, summary.stderr
     assert "| geometry | 260 | equal_budget |" in (tmp_path / "summary.md").read_text()
-
-
-def test_append_jsonl_is_all_or_nothing(tmp_path, monkeypatch):
-    path = tmp_path / "results.jsonl"
-    io_utils.append_jsonl(path, {"a": 1})
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk gone")))
-    with pytest.raises(OSError, match="disk gone"):
-        io_utils.append_jsonl(path, {"b": 2})
-    monkeypatch.setattr(os, "fsync", real_fsync)
-    assert io_utils.read_jsonl(path) == [{"a": 1}] and os.listdir(tmp_path) == ["results.jsonl"]
 
 
 def test_report_budget_to_match_interpolates():
@@ -133,4 +129,4 @@ def test_report_budget_to_match_interpolates():
 def test_experiment_config_rejects_unknown_setting():
     with pytest.raises(ValueError, match="unknown setting 'space'"):
         experiment_config.get_config("space")
-    assert experiment_config.get_config("tag,full").budgets == "1000,3000,8000"
+    assert experiment_config.get_config("tag,full").budgets == (1000.0, 3000.0, 8000.0)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from taba_jax import rng
 from taba_jax.budget import information as info_lib
 from taba_jax.budget.problem import Allocation, BudgetProblem
 
@@ -320,7 +321,7 @@ def _assign_images(start, inverse, patterns, flow, seed) -> np.ndarray:
     """Turns pattern flows into a label matrix: within each initial group, a seeded shuffle of the
     images is cut into runs, one per final pattern."""
     labels = start.copy()
-    rng = np.random.default_rng(seed)
+    generator = rng.numpy_rng(seed, "greedy_assign")
     if inverse is None:
         groups = [np.arange(len(start))]
     else:
@@ -328,7 +329,7 @@ def _assign_images(start, inverse, patterns, flow, seed) -> np.ndarray:
         groups = np.split(order, np.cumsum(flow.sum(axis=1))[:-1])
     for group, group_flow in zip(groups, flow):
         rows = np.repeat(np.arange(len(group_flow)), group_flow)
-        labels[rng.permutation(group)] = patterns[rows]
+        labels[generator.permutation(group)] = patterns[rows]
     return labels
 
 
@@ -338,11 +339,11 @@ def _undo_float32_overspend(problem, labels, start, last_added, seed) -> None:
     Only reachable when the remainder lies within float32 rounding of a multiple of a cost that
     float32 cannot represent; one dropped label is then enough.
     """
-    rng = np.random.default_rng(seed)
+    generator = rng.numpy_rng(seed, "greedy_assign")
     while not problem.is_affordable(problem.cost_of(labels)):
         task = max(np.flatnonzero(last_added > 0), key=lambda t: problem.costs[t])
         candidates = np.flatnonzero(labels[:, task] & ~start[:, task])
-        labels[rng.choice(candidates), task] = False
+        labels[generator.choice(candidates), task] = False
         last_added[task] -= 1
 
 

@@ -24,9 +24,10 @@ class InformationModel:
     """Parameters of the estimator: affinity S (T x T), curve slope gamma, scale kappa, weights w.
 
     A JAX pytree: it passes through `jit` and `vmap`. Concrete inputs are validated on construction.
+    `task_names` (optional) only labels the printed and saved model.
     """
 
-    def __init__(self, affinity, gamma, kappa, weights=None, curve: str = "power"):
+    def __init__(self, affinity, gamma, kappa, weights=None, curve: str = "power", task_names=None):
         affinity = np.asarray(affinity, dtype=np.float64)
         if affinity.ndim != 2 or affinity.shape[0] != affinity.shape[1]:
             raise ValueError(f"affinity must be a square matrix, got shape {affinity.shape}")
@@ -49,35 +50,48 @@ class InformationModel:
             raise ValueError(f"weights must be non-negative and not all zero, got {weights.tolist()}")
         if curve not in CURVES:
             raise ValueError(f"curve must be one of {CURVES}, got {curve!r}")
+        if task_names is not None and len(task_names) != num_tasks:
+            raise ValueError(f"task_names has {len(task_names)} names for {num_tasks} tasks: {list(task_names)}")
         self.affinity = jnp.asarray(affinity, jnp.float32)
         self.gamma = jnp.asarray(gamma, jnp.float32)
         self.kappa = jnp.asarray(kappa, jnp.float32)
         self.weights = jnp.asarray(weights, jnp.float32)
         self.curve = curve
+        self.task_names = None if task_names is None else tuple(task_names)
 
     @property
     def num_tasks(self) -> int:
         return self.affinity.shape[-1]
 
     def tree_flatten(self):
-        return (self.affinity, self.gamma, self.kappa, self.weights), self.curve
+        return (self.affinity, self.gamma, self.kappa, self.weights), (self.curve, self.task_names)
 
     @classmethod
-    def tree_unflatten(cls, curve, children):
+    def tree_unflatten(cls, aux, children):
         model = object.__new__(cls)  # no validation: children may be tracers
         model.affinity, model.gamma, model.kappa, model.weights = children
-        model.curve = curve
+        model.curve, model.task_names = aux
         return model
 
     def __repr__(self):
-        return (f"InformationModel(curve={self.curve!r}, affinity={np.asarray(self.affinity).round(3).tolist()}, "
-                f"gamma={np.asarray(self.gamma).round(3).tolist()}, kappa={np.asarray(self.kappa).tolist()}, "
-                f"weights={np.asarray(self.weights).tolist()})")
+        def rounded(values):  # 3 significant digits: no float32 noise such as 0.38199999928474426
+            return np.vectorize(lambda v: float(f"{v:.3g}"), otypes=[float])(np.asarray(values)).tolist()
+
+        names = self.task_names or tuple(f"task{t}" for t in range(self.num_tasks))
+        rows = ", ".join(f"{n}: {r}" for n, r in zip(names, rounded(self.affinity)))
+        return (f"InformationModel(tasks={list(names)}, curve={self.curve!r},\n"
+                f"  affinity S[s][t] (row s helps column t) = {{{rows}}},\n"
+                f"  gamma={rounded(self.gamma)}, kappa={rounded(self.kappa)}, weights={rounded(self.weights)})")
 
     def to_json(self) -> dict:
         return {"affinity": np.asarray(self.affinity).tolist(), "gamma": np.asarray(self.gamma).tolist(),
                 "kappa": np.asarray(self.kappa).tolist(), "weights": np.asarray(self.weights).tolist(),
-                "curve": self.curve}
+                "curve": self.curve, "task_names": None if self.task_names is None else list(self.task_names)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "InformationModel":
+        return cls(data["affinity"], data["gamma"], data["kappa"], data["weights"], data["curve"],
+                   data.get("task_names"))
 
 
 def _task_vector(field: str, value, num_tasks: int) -> np.ndarray:

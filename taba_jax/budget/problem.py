@@ -136,6 +136,10 @@ class Allocation:
         t = self.problem.task_index(task) if isinstance(task, str) else int(task)
         return np.flatnonzero(self.labels[:, t])
 
+    def labeled_sets(self) -> dict[str, np.ndarray]:
+        """Indices of the labeled images of every task (what a trainer needs of an allocation)."""
+        return {name: self.labeled_indices(t) for t, name in enumerate(self.problem.task_names)}
+
     def summary(self) -> str:
         """A readable table: labels and money per task, images by label count, unspent budget."""
         p = self.problem
@@ -156,6 +160,14 @@ class Allocation:
                          "nothing was bought")
         return "\n".join(lines)
 
+    def to_json(self) -> dict:
+        """What a results file records of the allocation: strategy, labels and money per task, summary."""
+        names = self.problem.task_names
+        return {"strategy": self.strategy, "seed": int(self.seed), "budget": self.problem.budget,
+                "spent": self.spent, "pool": self.problem.num_images,
+                "labels": dict(zip(names, self.counts.tolist())),
+                "money": dict(zip(names, self.spent_per_task.tolist())), "summary": self.summary()}
+
     def metadata(self) -> dict:
         return {"format_version": FORMAT_VERSION, "problem": self.problem.to_json(),
                 "strategy": self.strategy, "seed": int(self.seed), "spent": self.spent,
@@ -172,6 +184,9 @@ class Allocation:
     def load(cls, path: str | os.PathLike) -> "Allocation":
         """Reads a file written by `save`, refusing anything inconsistent (never unpickles)."""
         path = os.fspath(path)
+        if os.path.exists(path) and not os.path.isdir(path) and not zipfile.is_zipfile(path):
+            raise ValueError(f"{path!r} is not an allocation file (the .npz that Allocation.save, "
+                             "launch/allocate.py and launch/train.py write)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 if set(data.files) != {"labels", "metadata"}:

@@ -5,6 +5,7 @@ import functools
 
 import numpy as np
 
+from taba_jax import rng
 from taba_jax.budget import greedy
 from taba_jax.budget import information as info_lib
 from taba_jax.budget.problem import Allocation, BudgetProblem
@@ -14,9 +15,9 @@ STRATEGIES = ("single_task:<task>",) + HEURISTICS + ("taba",)
 _SLACK = 1e-10  # relative budget slack so that e.g. 3 labels at 10/3 fit a budget of 10 in float64
 
 
-def strategy_names(problem: BudgetProblem) -> list[str]:
-    """Every strategy that applies to `problem`, single-task ones expanded."""
-    return [f"single_task:{t}" for t in problem.task_names] + list(HEURISTICS) + ["taba"]
+def strategy_names(task_names) -> list[str]:
+    """Every strategy for tasks `task_names`: single_task:<t> for each task, the heuristics and taba."""
+    return [f"single_task:{t}" for t in task_names] + list(HEURISTICS) + ["taba"]
 
 
 def allocate(problem: BudgetProblem, strategy: str, *, seed: int = 0,
@@ -48,7 +49,7 @@ def allocate(problem: BudgetProblem, strategy: str, *, seed: int = 0,
     else:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
     labels = greedy.initial_labels(problem, initial)
-    fill(problem, labels, problem.budget - problem.cost_of(labels), np.random.default_rng(seed))
+    fill(problem, labels, problem.budget - problem.cost_of(labels), rng.numpy_rng(seed, "heuristic"))
     info = {}
     if information is not None:
         info["objective"] = info_lib.allocation_objective(information, labels)
@@ -59,43 +60,43 @@ def _affordable(problem: BudgetProblem, money: float, cost: float) -> int:
     return max(int(np.floor((money + _SLACK * problem.budget) / cost)), 0)
 
 
-def _label_least_labeled(labels: np.ndarray, task: int, count: int, rng: np.random.Generator) -> int:
+def _label_least_labeled(labels: np.ndarray, task: int, count: int, generator: np.random.Generator) -> int:
     """Labels `task` on up to `count` images lacking it, images with the fewest labels first
     (so tasks get disjoint images while the pool allows), random among equals. Returns how many."""
     candidates = np.flatnonzero(~labels[:, task])
-    order = np.lexsort((rng.random(len(candidates)), labels[candidates].sum(axis=1)))
+    order = np.lexsort((generator.random(len(candidates)), labels[candidates].sum(axis=1)))
     chosen = candidates[order[:count]]
     labels[chosen, task] = True
     return len(chosen)
 
 
-def _single_task(problem, labels, remaining, rng, *, task):
-    _label_least_labeled(labels, task, _affordable(problem, remaining, problem.costs[task]), rng)
+def _single_task(problem, labels, remaining, generator, *, task):
+    _label_least_labeled(labels, task, _affordable(problem, remaining, problem.costs[task]), generator)
 
 
-def _equal_budget(problem, labels, remaining, rng):
+def _equal_budget(problem, labels, remaining, generator):
     share = remaining / problem.num_tasks
     for task, cost in enumerate(problem.costs):
-        _label_least_labeled(labels, task, _affordable(problem, share, cost), rng)
+        _label_least_labeled(labels, task, _affordable(problem, share, cost), generator)
 
 
-def _equal_count_disjoint(problem, labels, remaining, rng):
+def _equal_count_disjoint(problem, labels, remaining, generator):
     count = _affordable(problem, remaining, problem.costs.sum())
     for task in range(problem.num_tasks):
-        _label_least_labeled(labels, task, count, rng)
+        _label_least_labeled(labels, task, count, generator)
 
 
-def _equal_count_shared(problem, labels, remaining, rng):
+def _equal_count_shared(problem, labels, remaining, generator):
     """The same images for every task ("fully labeled"): the least labeled images first."""
     count = min(_affordable(problem, remaining, problem.costs.sum()), problem.num_images)
-    order = np.lexsort((rng.random(problem.num_images), labels.sum(axis=1)))
+    order = np.lexsort((generator.random(problem.num_images), labels.sum(axis=1)))
     labels[order[:count]] = True
 
 
-def _random_pairs(problem, labels, remaining, rng):
+def _random_pairs(problem, labels, remaining, generator):
     """Random unlabeled (image, task) pairs, each bought if still affordable, until none is."""
     num_tasks = problem.num_tasks
-    pairs = rng.permutation(np.flatnonzero(~labels.reshape(-1)))
+    pairs = generator.permutation(np.flatnonzero(~labels.reshape(-1)))
     money = remaining + _SLACK * problem.budget
     while True:
         pairs = pairs[problem.costs[pairs % num_tasks] <= money]

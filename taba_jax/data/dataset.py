@@ -1,29 +1,54 @@
-"""`MultiTaskDataset`: images plus per-task targets from NumPy arrays, with train/val/test splits."""
+"""`MultiTaskDataset`: images plus per-task targets with train/validation/test splits.
+
+The train split is the unlabeled pool an allocation buys labels in; validation serves TABA's
+learning curves, test the reported metrics. Invalid targets are encoded in the arrays themselves
+(see `taba_jax.tasks`).
+"""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
-from taba_jax import io_utils
-from taba_jax.tasks import TaskSpec, synthetic_task_specs
+from taba_jax import rng
+from taba_jax.tasks import TaskSpec
 
 SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # (N, H, W, C) float32
+    """In-memory arrays of one split: images (N, H, W, C) float32 and targets {task: (N, ...)}."""
+
+    images: np.ndarray
     targets: dict[str, np.ndarray]
 
     def __len__(self):
         return len(self.images)
 
+    @property
+    def nbytes(self) -> int:
+        return self.images.nbytes + sum(t.nbytes for t in self.targets.values())
+
+    def batch(self, indices: np.ndarray, tasks) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Images and the targets of `tasks` (names) at `indices`."""
+        return self.images[indices], {t: self.targets[t][indices] for t in tasks}
+
+
+def split_sizes(num_images: int, validation_fraction: float = 0.1, test_fraction: float = 0.1) -> dict[str, int]:
+    """Images per split of `from_arrays` (known before any data exists, e.g. to check an allocation)."""
+    for field, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{field} must be in [0, 1), got {value}")
+    num_val, num_test = int(round(num_images * validation_fraction)), int(round(num_images * test_fraction))
+    if num_images - num_val - num_test < 1:
+        raise ValueError(f"no training images left: {num_images} images, validation {num_val}, test {num_test}")
+    return {"train": num_images - num_val - num_test, "validation": num_val, "test": num_test}
+
 
 @dataclasses.dataclass(frozen=True)
 class MultiTaskDataset:
-    """A multi-task dataset. The train split is the unlabeled pool an allocation buys labels in."""
+    """A multi-task dataset: the task specifications and the splits."""
 
     tasks: tuple[TaskSpec, ...]
     splits: dict[str, Split]
@@ -41,19 +66,13 @@ class MultiTaskDataset:
         for name, target in targets.items():
             if len(target) != len(images):
                 raise ValueError(f"targets[{name!r}] has {len(target)} rows, images has {len(images)}")
-        for field, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
-            if not 0 <= value < 1:
-                raise ValueError(f"{field} must be in [0, 1), got {value}")
-        n = len(images)
-        num_val, num_test = int(round(n * validation_fraction)), int(round(n * test_fraction))
-        if n - num_val - num_test < 1:
-            raise ValueError(f"no training images left: {n} images, validation {num_val}, test {num_test}")
-        order = np.random.default_rng(seed).permutation(n)
-        bounds = {"train": order[: n - num_val - num_test], "validation": order[n - num_val - num_test: n - num_test],
-                  "test": order[n - num_test:]}
-        splits = {name: Split(images[np.sort(idx)].astype(np.float32),
-                              {t: np.asarray(v)[np.sort(idx)] for t, v in targets.items()})
-                  for name, idx in bounds.items()}
+        sizes = split_sizes(len(images), validation_fraction, test_fraction)
+        order = rng.numpy_rng(seed, "split").permutation(len(images))
+        bounds = np.cumsum([0] + [sizes[s] for s in SPLITS])
+        splits = {}
+        for name, start, stop in zip(SPLITS, bounds[:-1], bounds[1:]):
+            idx = np.sort(order[start:stop])
+            splits[name] = Split(images[idx].astype(np.float32), {t: np.asarray(v)[idx] for t, v in targets.items()})
         return cls(tuple(tasks), splits)
 
     @property
@@ -72,28 +91,7 @@ class MultiTaskDataset:
             raise ValueError(f"unknown tasks {unknown}; the dataset has {self.task_names}")
         return [by_name[n] for n in names]
 
-    def select_tasks(self, names: list[str]) -> "MultiTaskDataset":
+    def select_tasks(self, names) -> "MultiTaskDataset":
         tasks = self.task_specs(names)
         splits = {k: Split(s.images, {n: s.targets[n] for n in names}) for k, s in self.splits.items()}
         return MultiTaskDataset(tuple(tasks), splits)
-
-
-def synthetic_dataset(num_images: int, image_size: int = 32, seed: int = 0, tasks: list[str] | None = None,
-                      cache_dir: str | None = None, **split_kwargs) -> MultiTaskDataset:
-    """The embedded synthetic scenes as a MultiTaskDataset (cached as .npz in `cache_dir` if given)."""
-    from taba_jax.data import synthetic
-    images = targets = None
-    cache = None
-    if cache_dir:
-        cache = os.path.join(cache_dir, f"synthetic_n{num_images}_s{image_size}_seed{seed}.npz")
-        if os.path.exists(cache):
-            with np.load(cache, allow_pickle=False) as data:
-                images = data["images"]
-                targets = {name: data[name] for name in synthetic.TASK_NAMES}
-    if images is None:
-        images, targets = synthetic.generate(num_images, image_size, seed)
-        if cache:
-            with io_utils.atomic_open(cache, "wb") as f:
-                np.savez(f, images=images, **targets)
-    dataset = MultiTaskDataset.from_arrays(images, targets, synthetic_task_specs(), seed=seed, **split_kwargs)
-    return dataset.select_tasks(tasks) if tasks is not None else dataset

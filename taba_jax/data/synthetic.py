@@ -16,7 +16,13 @@ Pure NumPy, vectorised over a batch of scenes, deterministic from a seed.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from taba_jax import io_utils, rng
+from taba_jax.data.dataset import MultiTaskDataset
+from taba_jax.tasks import TaskSpec
 
 CLASS_NAMES = ("sphere", "box", "cylinder", "ellipsoid")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -25,6 +31,7 @@ MAX_OBJECTS = 4
 FOCAL = 1.2  # camera looks along +z from the origin; image plane spans [-1, 1] at this distance
 _FREQUENCY_RANGE = (2.0, 10.0)
 _CHUNK = 512
+GENERATOR_VERSION = 1  # part of the cache file name: bump when the scenes change
 
 
 def generate(num_images: int, image_size: int = 32, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -33,8 +40,8 @@ def generate(num_images: int, image_size: int = 32, seed: int = 0) -> tuple[np.n
         raise ValueError(f"num_images must be positive, got {num_images}")
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
-    rng = np.random.default_rng(seed)
-    parts = [_render(rng, min(_CHUNK, num_images - start), image_size) for start in range(0, num_images, _CHUNK)]
+    generator = rng.numpy_rng(seed, "scenes")
+    parts = [_render(generator, min(_CHUNK, num_images - start), image_size) for start in range(0, num_images, _CHUNK)]
     images = np.concatenate([p[0] for p in parts])
     targets = {name: np.concatenate([p[1][name] for p in parts]) for name in TASK_NAMES}
     return images, targets
@@ -190,3 +197,36 @@ def _cylinder_hit(d, c, radius, half_height):
     cap_normal = np.stack([np.zeros_like(t), -np.sign(c[..., 1]) * np.ones_like(t), np.zeros_like(t)], -1)
     normal = np.where(use_cap[..., None], cap_normal, side_normal)
     return t, normal
+
+
+def task_specs(names=None) -> list[TaskSpec]:
+    """The TaskSpecs of the synthetic scenes' tasks (all, or `names` in that order)."""
+    specs = {"segment": TaskSpec("segment", "segmentation", NUM_CLASSES + 1),
+             "depth": TaskSpec("depth", "dense_regression", 1), "normal": TaskSpec("normal", "normals", 3),
+             "edge": TaskSpec("edge", "dense_binary", 1), "classify": TaskSpec("classify", "multilabel", NUM_CLASSES),
+             "texture": TaskSpec("texture", "regression", 1)}
+    names = list(specs) if names is None else list(names)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ValueError(f"unknown synthetic tasks {unknown}; available: {list(specs)}")
+    return [specs[n] for n in names]
+
+
+def synthetic_dataset(num_images: int, image_size: int = 32, seed: int = 0, tasks=None,
+                      cache_dir: str | None = None, **split_kwargs) -> MultiTaskDataset:
+    """The synthetic scenes as a MultiTaskDataset, split with `seed` (cached as .npz in `cache_dir`)."""
+    images = targets = None
+    cache = None
+    if cache_dir:
+        cache = os.path.join(cache_dir, f"synthetic_v{GENERATOR_VERSION}_n{num_images}_s{image_size}_seed{seed}.npz")
+        if os.path.exists(cache):
+            with np.load(cache, allow_pickle=False) as data:
+                images = data["images"]
+                targets = {name: data[name] for name in TASK_NAMES}
+    if images is None:
+        images, targets = generate(num_images, image_size, seed)
+        if cache:
+            with io_utils.atomic_open(cache, "wb") as f:
+                np.savez(f, images=images, **targets)
+    dataset = MultiTaskDataset.from_arrays(images, targets, task_specs(), seed=seed, **split_kwargs)
+    return dataset.select_tasks(tasks) if tasks is not None else dataset

@@ -77,8 +77,8 @@ def _rewrite(path, labels=None, meta_update=None, drop_metadata=False):
     (lambda p, a: _rewrite(p, meta_update={"spent": 1.0}), "spent is 1.0"),
     (lambda p, a: _rewrite(p, meta_update={"format_version": 99}), "format_version"),
     (lambda p, a: _rewrite(p, drop_metadata=True), "expected arrays"),
-    (lambda p, a: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "unreadable or corrupted"),
-    (lambda p, a: p.write_bytes(b"not a zip"), "unreadable or corrupted"),
+    (lambda p, a: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "is not an allocation file"),
+    (lambda p, a: p.write_bytes(b"not a zip"), "is not an allocation file"),
 ])
 def test_corrupted_files_are_refused(saved, tamper, message):
     allocation, path = saved

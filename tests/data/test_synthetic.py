@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from taba_jax.data import synthetic
-from taba_jax.data.dataset import MultiTaskDataset, synthetic_dataset
-from taba_jax.tasks import synthetic_task_specs
+from taba_jax.data.dataset import MultiTaskDataset
+from taba_jax.data.synthetic import synthetic_dataset
+from taba_jax.data.synthetic import task_specs as synthetic_task_specs
 
 
 def test_deterministic_per_seed():

@@ -14,23 +14,35 @@ def run_launcher(*args):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_allocate_writes_file_and_prints_summary(tmp_path):
+def test_allocate_writes_file_and_prints_summary_and_the_information_model(tmp_path):
     out = tmp_path / "alloc.npz"
     result = run_launcher(f"--out={out}", "--config.num_images=500", "--config.budget=900")
     assert result.returncode == 0, result.stderr
     assert "unspent budget" in result.stdout and "images with k labels" in result.stdout
+    assert "InformationModel(tasks=['segment', 'depth', 'normal', 'edge']" in result.stdout
     allocation = Allocation.load(out)
     assert allocation.strategy == "taba" and allocation.spent <= 900
     assert allocation.labels.shape == (500, 4)
 
 
-def test_overrides_and_bad_values(tmp_path):
+def test_tuple_overrides_comma_separated_or_as_literals(tmp_path):
     out = tmp_path / "alloc.npz"
-    result = run_launcher(f"--out={out}", "--config.strategy=equal_count_shared", "--config.tasks=segment,depth",
-                          "--config.costs=10,3", "--config.num_images=100", "--config.budget=130")
-    assert result.returncode == 0, result.stderr
-    np.testing.assert_array_equal(Allocation.load(out).counts, [10, 10])
+    for tasks in ("segment,depth", "('segment','depth')"):
+        result = run_launcher(f"--out={out}", "--config.strategy=equal_count_shared", f"--config.tasks={tasks}",
+                              "--config.costs=10,3", "--config.num_images=100", "--config.budget=130")
+        assert result.returncode == 0, result.stderr
+        allocation = Allocation.load(out)
+        assert allocation.problem.task_names == ("segment", "depth")
+        np.testing.assert_array_equal(allocation.counts, [10, 10])
+
+
+def test_bad_values_fail_with_one_line_and_write_nothing(tmp_path):
     bad = tmp_path / "bad.npz"
     result = run_launcher(f"--out={bad}", "--config.costs=10,-3,3,3")
-    assert result.returncode != 0 and "costs['depth'] must be positive and finite, got -3.0" in result.stderr
+    assert result.returncode == 1 and result.stderr == "error: config.costs: cost of 'depth' must be positive, got -3.0\n"
+    result = run_launcher(f"--out={tmp_path}")
+    assert result.returncode == 1 and f"error: --out: {str(tmp_path)!r} is a directory" in result.stderr
+    result = run_launcher(f"--out={bad}", "--config.taba.gamma=0.5,0.4")
+    assert result.returncode == 1
+    assert result.stderr == "error: config.taba.gamma: needs one value or one per task (4), got 2: (0.5, 0.4)\n"
     assert not bad.exists()

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from taba_jax.budget import Allocation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -11,20 +13,23 @@ TINY = ["--config.num_images=100", "--config.image_size=16", "--config.train.num
         "--config.train.log_every=2", "--config.cache_data=False"]
 
 
-def run_launcher(workdir, *args):
+def run_launcher(workdir, *args, tiny=True):
     return subprocess.run([sys.executable, "launch/train.py", "--config=configs/synthetic.py",
-                           f"--workdir={workdir}", *TINY, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                           f"--workdir={workdir}", *(TINY if tiny else []), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
 
 
-def test_train_launcher_strategy_then_allocation_file_with_reference(tmp_path):
+def test_strategy_then_allocation_file_with_reference(tmp_path):
     first = tmp_path / "first"
     result = run_launcher(first, "--config.budget=300", "--config.strategy=equal_count_shared")
     assert result.returncode == 0, result.stderr
     results = json.loads((first / "results.json").read_text())
-    assert results["strategy"] == "equal_count_shared" and results["labels"] == {t: 15 for t in
-                                                                                  ("segment", "depth", "normal", "edge")}
-    assert "segment: miou =" in result.stdout and "Delta_m" not in result.stdout
+    labels = {t: 15 for t in ("segment", "depth", "normal", "edge")}
+    assert results["allocation"]["labels"] == labels and results["allocation"]["strategy"] == "equal_count_shared"
+    assert results["config"]["train"]["num_steps"] == 4 and results["config"]["tasks"] == list(labels)
+    assert all(isinstance(m["baseline"], float) for m in results["metrics"].values())
+    assert "segment: miou =" in result.stdout and "trivial baseline" in result.stdout
+    assert "Delta_m" not in result.stdout
     assert Allocation.load(first / "allocation.npz").spent == 285
     assert (first / "metrics.jsonl").read_text().count("\n") == 2
 
@@ -37,8 +42,61 @@ def test_train_launcher_strategy_then_allocation_file_with_reference(tmp_path):
     assert "Delta_m = +0.00 %" in result.stdout
 
 
-def test_train_launcher_rejects_bad_field(tmp_path):
-    result = run_launcher(tmp_path / "bad", "--config.train.batching=sideways")
-    assert result.returncode != 0
-    assert "config.batching must be one of ('per_task', 'joint'), got 'sideways'" in result.stderr
-    assert not (tmp_path / "bad" / "results.json").exists()
+def test_strategy_taba_runs_the_pilot_estimation_and_greedy(tmp_path):
+    result = run_launcher(tmp_path, "--config.strategy=taba", "--config.budget=600", "--config.tasks=segment,depth",
+                          "--config.costs=10,3", "--config.taba.affinity_every=1", "--config.taba.subset_fractions=0.5")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "taba" / "estimate.json").exists()
+    allocation = Allocation.load(tmp_path / "allocation.npz")
+    assert allocation.strategy == "taba" and allocation.spent <= 600
+    assert allocation.info["taba"]["pilot_size"] == 4  # 10 % of 600 buys 4 fully labeled images at 13 each
+
+
+def test_launcher_prints_one_line_errors_and_a_traceback_only_when_verbose(tmp_path):
+    result = run_launcher(tmp_path / "w", "--config.train.batch_size=0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: config.train.batch_size: must be positive, got 0"
+    verbose = run_launcher(tmp_path / "w", "--config.train.batch_size=0", "--verbosity=1")
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr and "ConfigError" in verbose.stderr
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.train.num_steps=0"], "config.train.num_steps: must be positive, got 0"),
+    (["--config.train.learning_rate=nan"], "config.train.learning_rate: must be a finite number, got nan"),
+    (["--config.train.lr=0.1"], "--config.train.lr: config.train has no field 'lr'; fields: batch_size,"),
+    (["--config.trian.num_steps=3"], "--config.trian.num_steps: config has no field 'trian'; did you mean 'train'?"),
+    (["--config.tasks=segment,depth"], "config.costs: needs one cost per task (2: segment, depth), got (10.0, 3.0, 3.0, 3.0)"),
+    (["--config.tasks=segment,sky", "--config.costs=10,3"], "config.tasks: unknown synthetic tasks ['sky']"),
+    (["--config.strategy=single_task:sky"], "config.strategy: must be one of single_task:segment,"),
+    (["--config.reference=/nonexistent/results.json"], "config.reference: no such file: '/nonexistent/results.json'"),
+    (["--config.allocation=/nonexistent/allocation.npz"], "config.allocation: no such file"),
+    (["--config.allocation=README.md"], "config.allocation: 'README.md' is not an allocation file"),
+    (["--config.reference=README.md"], "config.reference: 'README.md' is not a results.json with a primary metric"),
+])
+def test_bad_input_fails_at_start_with_one_line_naming_the_field(tmp_path, args, message):
+    result = run_launcher(tmp_path / "w", *args)
+    assert result.returncode == 1 and result.stderr.startswith(f"error: {message}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()  # nothing generated, nothing written
+
+
+def test_workdir_that_is_a_file_or_cannot_be_made(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    result = run_launcher(a_file)
+    assert result.returncode == 1 and result.stderr == f"error: --workdir: {str(a_file)!r} is a file, not a directory\n"
+    result = run_launcher(a_file / "below")
+    assert result.returncode == 1 and "is a file, not a directory" in result.stderr
+
+
+def test_allocation_of_another_pool_or_tasks_is_refused(tmp_path):
+    allocate = subprocess.run([sys.executable, "launch/allocate.py", "--config=configs/allocate.py",
+                               f"--out={tmp_path / 'a.npz'}", "--config.strategy=equal_budget",
+                               "--config.num_images=500"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert allocate.returncode == 0, allocate.stderr
+    result = run_launcher(tmp_path / "w", f"--config.allocation={tmp_path / 'a.npz'}")
+    assert result.returncode == 1 and "allocates a pool of 500 images, the train split has 80" in result.stderr
+    result = run_launcher(tmp_path / "w", f"--config.allocation={tmp_path / 'a.npz'}", "--config.tasks=segment,depth",
+                          "--config.costs=10,3")
+    assert result.returncode == 1 and "has tasks ['segment', 'depth', 'normal', 'edge'], config.tasks is" in result.stderr

@@ -1,4 +1,4 @@
-"""Multi-task model: a shared ResNet-style encoder-decoder (Flax linen) and one head per task.
+"""Hard parameter sharing: a ResNet-style encoder-decoder shared by all tasks, one head per task.
 
 `model.apply(params, images) -> {task: prediction}`; dense heads predict at input resolution from
 the decoder, image-level heads from the pooled encoder bottleneck. GroupNorm keeps the model free
@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from taba_jax.tasks import TaskSpec
+
+HEADS = "heads"  # the parameter subtree holding every task head
 
 
 class ResidualBlock(nn.Module):
@@ -29,6 +31,41 @@ class ResidualBlock(nn.Module):
         if residual.shape != y.shape:
             residual = nn.Conv(self.features, (1, 1), self.strides, use_bias=False)(residual)
         return nn.relu(y + residual)
+
+
+class DenseHead(nn.Module):
+    """A 3x3 conv and a 1x1 conv on the decoder's full-resolution features."""
+
+    width: int
+    outputs: int
+
+    @nn.compact
+    def __call__(self, features):
+        return nn.Conv(self.outputs, (1, 1))(nn.relu(nn.Conv(self.width, (3, 3))(features)))
+
+
+class ImageHead(nn.Module):
+    """A hidden dense layer and an output layer on the pooled bottleneck."""
+
+    width: int
+    outputs: int
+
+    @nn.compact
+    def __call__(self, pooled):
+        return nn.Dense(self.outputs)(nn.relu(nn.Dense(self.width)(pooled)))
+
+
+class TaskHeads(nn.Module):
+    """One head per task, each a submodule named after its task."""
+
+    tasks: Sequence[TaskSpec]
+    dense_width: int
+    image_width: int
+
+    @nn.compact
+    def __call__(self, features, pooled):
+        return {t.name: DenseHead(self.dense_width, t.outputs, name=t.name)(features) if t.dense
+                else ImageHead(self.image_width, t.outputs, name=t.name)(pooled) for t in self.tasks}
 
 
 class MultiTaskNet(nn.Module):
@@ -50,12 +87,16 @@ class MultiTaskNet(nn.Module):
         for width, skip in zip(reversed(self.widths[:-1]), reversed(skips[:-1])):
             x = jax.image.resize(x, (x.shape[0], skip.shape[1], skip.shape[2], x.shape[3]), "nearest")
             x = ResidualBlock(width)(jnp.concatenate([x, skip], axis=-1))
-        outputs = {}
-        for task in self.tasks:
-            if task.dense:
-                hidden = nn.relu(nn.Conv(self.widths[0], (3, 3), name=f"{task.name}_hidden")(x))
-                outputs[task.name] = nn.Conv(task.outputs, (1, 1), name=f"{task.name}_head")(hidden)
-            else:
-                hidden = nn.relu(nn.Dense(self.widths[-1], name=f"{task.name}_hidden")(pooled))
-                outputs[task.name] = nn.Dense(task.outputs, name=f"{task.name}_head")(hidden)
-        return outputs
+        return TaskHeads(tuple(self.tasks), self.widths[0], self.widths[-1], name=HEADS)(x, pooled)
+
+
+def build_model(tasks: Sequence[TaskSpec], config) -> MultiTaskNet:
+    """The model a TrainConfig describes, with a head for each of `tasks`."""
+    return MultiTaskNet(tuple(tasks), widths=tuple(config.widths), blocks=config.blocks)
+
+
+def shared_parameters(params) -> dict:
+    """Pytree of bools like `params`: True for the shared backbone, False inside `heads`."""
+    def is_shared(path, _):
+        return not any(getattr(k, "key", None) == HEADS for k in path)
+    return jax.tree_util.tree_map_with_path(is_shared, params)

@@ -1,0 +1,399 @@
+"""The config boundary: an `ml_collections.ConfigDict` in, frozen validated dataclasses out.
+
+Configs (`configs/*.py`) are ConfigDicts whose list values are tuples and whose optional values are
+`config_dict.placeholder`s (None until given). `parse(cls, config)` turns one into the dataclass
+`cls` once, at the start of a job: every field is converted by its annotation and checked, and an
+error names `config.<field>` and the value. Library code takes the dataclasses, never raw strings.
+`to_config_dict(instance)` goes the other way, so a config file is written with the dataclasses'
+own defaults and checks.
+
+The `config_flags` pitfall: `--config.tasks=segment,depth` on a tuple-of-strings field arrives as
+`('segment,depth',)`; `parse` splits such strings at the commas.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from typing import Any, Mapping
+
+import ml_collections
+from ml_collections import config_dict
+
+from taba_jax.budget.information import CURVES
+from taba_jax.budget.strategies import HEURISTICS, strategy_names
+from taba_jax.errors import ConfigError
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
+BATCHINGS = ("per_task", "joint")
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversion by annotation
+# ----------------------------------------------------------------------------------------------
+
+def parse(cls, config: ml_collections.ConfigDict | Mapping[str, Any], path: str = "config"):
+    """Builds the dataclass `cls` from `config` (missing fields take their defaults); raises
+    ConfigError naming `path.<field>` for an unknown field or a bad value."""
+    data = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; fields: {', '.join(names)}"
+            raise ConfigError(f"{path}.{key}", f"unknown field{hint}")
+    values = {name: _convert(hints[name], data[name], f"{path}.{name}") for name in names if name in data}
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        raise e.under(path) from None
+
+
+def to_config_dict(instance) -> ml_collections.ConfigDict:
+    """A ConfigDict with the fields of a config dataclass; None becomes a typed placeholder so that
+    a command-line override can set it."""
+    config = ml_collections.ConfigDict()
+    hints = typing.get_type_hints(type(instance))
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            config[f.name] = to_config_dict(value)
+        elif value is None:
+            config[f.name] = config_dict.placeholder(_origin(_strip_optional(hints[f.name])))
+        else:
+            config[f.name] = value
+    return config
+
+
+def to_json(instance) -> dict:
+    """The resolved config as plain JSON values (tuples become lists)."""
+    return dataclasses.asdict(instance)
+
+
+def _strip_optional(annotation):
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return inner
+    return annotation
+
+
+def _origin(annotation):
+    return typing.get_origin(annotation) or annotation
+
+
+def _convert(annotation, value, field: str):
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        annotation = _strip_optional(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ConfigError(field, f"must be a group of fields, got {value!r}")
+        return parse(annotation, value, field)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(field, f"must be True or False, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(field, f"must be an integer, got {value!r}")
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(field, f"must be a finite number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(field, f"must be a string, got {value!r}")
+        return value
+    if typing.get_origin(annotation) is tuple:
+        return _convert_tuple(annotation, value, field)
+    raise TypeError(f"{field}: unsupported annotation {annotation!r}")  # a bug in a config dataclass
+
+
+def _convert_tuple(annotation, value, field: str) -> tuple:
+    args = typing.get_args(annotation)
+    item_type = args[0]
+    if isinstance(value, str) or (item_type is str and isinstance(value, (tuple, list)) and
+                                  any(isinstance(v, str) and "," in v for v in value)):
+        # 'a,b' or ('a,b',): config_flags hands a comma-separated string to a tuple of strings.
+        parts = [value] if isinstance(value, str) else list(value)
+        value = tuple(p.strip() for part in parts for p in str(part).split(","))
+        value = () if value == ("",) else value
+    if not isinstance(value, (tuple, list)):
+        raise ConfigError(field, f"must be a tuple, got {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(item_type, v, f"{field}[{i}]") for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise ConfigError(field, f"must have {len(args)} entries, got {value!r}")
+    return tuple(_convert(a, v, f"{field}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks used by the dataclasses
+# ----------------------------------------------------------------------------------------------
+
+def require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(field, message)
+
+
+def require_positive(instance, *fields: str, allow_zero: bool = False) -> None:
+    for name in fields:
+        value = getattr(instance, name)
+        ok = value >= 0 if allow_zero else value > 0
+        require(ok, name, f"must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
+
+
+def require_names(names: tuple[str, ...], field: str) -> None:
+    require(len(names) > 0, field, "must name at least one entry")
+    for name in names:
+        require(bool(NAME_PATTERN.fullmatch(name)), field,
+                f"{name!r} is not a valid name (letters, digits, '_', '.', ':', '-'); "
+                f"give a list as --config.{field.split('.')[-1]}=a,b")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    require(not duplicates, field, f"has duplicates {duplicates}")
+
+
+def task_values(values: tuple[float, ...] | None, num_tasks: int, field: str, default: float | None = None):
+    """One value for every task (a 1-tuple) or one per task -> a tuple of `num_tasks` floats.
+    None gives `default` for every task (None if there is no default)."""
+    if values is None:
+        return None if default is None else (float(default),) * num_tasks
+    require(len(values) in (1, num_tasks), field,
+            f"needs one value or one per task ({num_tasks}), got {len(values)}: {values!r}")
+    return tuple(float(v) for v in values) * (num_tasks if len(values) == 1 else 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataclasses
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Training of one multi-task model (`config.train`)."""
+
+    num_steps: int = 300
+    batch_size: int = 32  # per task (per_task batching) or in total (joint)
+    batching: str = "per_task"  # or "joint": one batch of images with any label, per-task label masks
+    learning_rate: float = 3e-3  # AdamW peak rate: linear warm-up, then cosine decay to 0
+    warmup_steps: int = 20
+    weight_decay: float = 1e-4
+    widths: tuple[int, ...] = (16, 32, 64)  # channels of the encoder stages
+    blocks: int = 1  # residual blocks per stage
+    task_weights: tuple[float, ...] | None = None  # one per task (or one for all); None = all 1
+    checkpoint_every: int = 100
+    log_every: int = 25
+    eval_batch_size: int = 256
+
+    def __post_init__(self):
+        require_positive(self, "num_steps", "batch_size", "learning_rate", "blocks", "checkpoint_every", "log_every",
+                         "eval_batch_size")
+        require_positive(self, "warmup_steps", "weight_decay", allow_zero=True)
+        require(self.batching in BATCHINGS, "batching", f"must be one of {BATCHINGS}, got {self.batching!r}")
+        require(len(self.widths) > 0 and all(w > 0 for w in self.widths), "widths",
+                f"must be positive channel counts, got {self.widths!r}")
+        if self.task_weights is not None:
+            require(all(w >= 0 for w in self.task_weights) and sum(self.task_weights) > 0, "task_weights",
+                    f"must be non-negative and not all zero, got {self.task_weights!r}")
+
+    def weights_for(self, task_names) -> dict[str, float]:
+        """Loss weight of each task."""
+        weights = task_values(self.task_weights, len(task_names), "task_weights", default=1.0)
+        return dict(zip(task_names, weights))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TabaConfig:
+    """TABA (`config.taba`): how the information model is estimated, or the parameters if known.
+
+    With `affinity`, `gamma` and `kappa` all given nothing is estimated and no pilot is bought.
+    """
+
+    rho: float = 0.1  # budget fraction spent on the fully labeled pilot set
+    affinity_every: int = 5  # pilot steps between lookahead measurements
+    affinity_start: float = 0.5  # fraction of the pilot steps before measuring (heads still random)
+    affinity_batch_size: int = 32
+    affinity_lr: float = 0.01  # lookahead step: small enough that Z is first-order in it
+    subset_fractions: tuple[float, ...] = (0.25, 0.5)  # nested pilot subsets trained beside the whole pilot
+    gamma_range: tuple[float, float] = (0.05, 1.5)  # fitted slopes are clipped to this range
+    curve: str = "power"  # or effective_number
+    affinity: tuple[tuple[float, ...], ...] | None = None  # known S[s][t]: skips the affinity measurement
+    gamma: tuple[float, ...] | None = None  # known slopes: skip the subset trainings
+    kappa: tuple[float, ...] | None = None  # learning-curve scale; None = the pilot size
+    weights: tuple[float, ...] | None = None  # task weights of the objective; None = all 1
+
+    def __post_init__(self):
+        require(0 < self.rho < 1, "rho", f"must be in (0, 1), got {self.rho!r}")
+        require_positive(self, "affinity_every", "affinity_batch_size", "affinity_lr")
+        require(0 <= self.affinity_start < 1, "affinity_start", f"must be in [0, 1), got {self.affinity_start!r}")
+        require(all(0 < f < 1 for f in self.subset_fractions), "subset_fractions",
+                f"entries must be in (0, 1), got {self.subset_fractions!r}")
+        low, high = self.gamma_range
+        require(0 < low < high, "gamma_range", f"must be (low, high) with 0 < low < high, got {self.gamma_range!r}")
+        require(self.curve in CURVES, "curve", f"must be one of {CURVES}, got {self.curve!r}")
+        if self.affinity is not None:
+            size = len(self.affinity)
+            require(size > 0 and all(len(row) == size for row in self.affinity), "affinity",
+                    f"must be a square matrix ((1, 0.5), (0.5, 1)), got {self.affinity!r}")
+            require(all(0 <= v <= 1 for row in self.affinity for v in row), "affinity",
+                    f"entries must lie in [0, 1], got {self.affinity!r}")
+            require(all(self.affinity[t][t] == 1 for t in range(size)), "affinity",
+                    f"diagonal must be 1 (S[t][t] = 1), got {self.affinity!r}")
+        for name in ("gamma", "kappa"):
+            values = getattr(self, name)
+            require(values is None or all(v > 0 for v in values), name, f"must be positive, got {values!r}")
+        require(self.weights is None or (all(w >= 0 for w in self.weights) and sum(self.weights) > 0), "weights",
+                f"must be non-negative and not all zero, got {self.weights!r}")
+
+    @property
+    def known(self) -> bool:
+        """Whether the information model is fully given (nothing to estimate, no pilot)."""
+        return self.affinity is not None and self.gamma is not None and self.kappa is not None
+
+    def check_tasks(self, num_tasks: int) -> None:
+        """Per-task fields against the number of tasks of the job."""
+        if self.affinity is not None:
+            require(len(self.affinity) == num_tasks, "affinity",
+                    f"must be {num_tasks}x{num_tasks} for {num_tasks} tasks, got {len(self.affinity)} rows")
+        for name in ("gamma", "kappa", "weights"):
+            task_values(getattr(self, name), num_tasks, name)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataFields:
+    """Which dataset (top-level fields of a job config)."""
+
+    dataset: str = "synthetic"  # the embedded synthetic scenes (no download)
+    num_images: int = 3000  # synthetic: scenes generated, split train/validation/test = 80/10/10 %
+    image_size: int = 32
+    data_seed: int = 0
+    cache_data: bool = True  # keep the generated scenes in <workdir>/data_cache
+
+    def __post_init__(self):
+        require(self.dataset == "synthetic", "dataset", f"must be 'synthetic', got {self.dataset!r}")
+        require(self.num_images >= 10, "num_images", f"must be at least 10, got {self.num_images!r}")
+        require(self.image_size >= 8, "image_size", f"must be at least 8, got {self.image_size!r}")
+        require_positive(self, "data_seed", allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProblemFields:
+    """Tasks and their label costs (top-level fields of a job config)."""
+
+    tasks: tuple[str, ...] = ("segment", "depth", "normal", "edge")
+    costs: tuple[float, ...] = (10.0, 3.0, 3.0, 3.0)
+
+    def __post_init__(self):
+        require_names(self.tasks, "tasks")
+        require(len(self.costs) == len(self.tasks), "costs",
+                f"needs one cost per task ({len(self.tasks)}: {', '.join(self.tasks)}), got {self.costs!r}")
+        for name, cost in zip(self.tasks, self.costs):
+            require(cost > 0, "costs", f"cost of {name!r} must be positive, got {cost!r}")
+
+    def check_strategy(self, strategy: str, field: str = "strategy") -> None:
+        single = strategy.startswith("single_task:")
+        require(strategy in HEURISTICS + ("taba",) or (single and strategy.split(":", 1)[1] in self.tasks), field,
+                f"must be one of {', '.join(strategy_names(self.tasks))}, got {strategy!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainJobConfig(ProblemFields, DataFields):
+    """`launch/train.py`: allocate (or load an allocation), train, evaluate."""
+
+    budget: float = 6000.0
+    strategy: str = "equal_budget"
+    allocation: str | None = None  # a file from launch/allocate.py; replaces strategy and budget
+    reference: str | None = None  # results.json of the Delta_m reference (e.g. full supervision)
+    seed: int = 0
+    taba: TabaConfig = TabaConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        ProblemFields.__post_init__(self)
+        DataFields.__post_init__(self)
+        require_positive(self, "budget", "seed", allow_zero=True)
+        self.check_strategy(self.strategy)
+        _check_nested(self, len(self.tasks), uses_taba=self.strategy == "taba")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AllocateJobConfig(ProblemFields):
+    """`launch/allocate.py`: an allocation of a pool of `num_images` images, no data needed."""
+
+    num_images: int = 10_000
+    budget: float = 30_000.0
+    strategy: str = "taba"
+    seed: int = 0
+    taba: TabaConfig = TabaConfig()
+
+    def __post_init__(self):
+        ProblemFields.__post_init__(self)
+        require_positive(self, "num_images")
+        require_positive(self, "budget", "seed", allow_zero=True)
+        self.check_strategy(self.strategy)
+        if self.strategy == "taba":
+            with _nested("taba"):
+                self.taba.check_tasks(len(self.tasks))
+            require(self.taba.known, "taba", "launch/allocate.py has no images to run TABA's pilot on: give "
+                    "config.taba.affinity, config.taba.gamma and config.taba.kappa (or use launch/train.py)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExperimentConfig(ProblemFields, DataFields):
+    """`launch/experiment.py`: every strategy x budget x seed of one setting."""
+
+    setting: str = "custom"
+    preset: str = "quick"
+    budgets: tuple[float, ...] = (1500.0, 4000.0)
+    strategies: tuple[str, ...] = ("all",)  # "all" = every single_task:<t>, the heuristics and taba
+    seeds: tuple[int, ...] = (0, 1)
+    keep_checkpoints: bool = False  # keep each finished run's checkpoints (else deleted; results stay)
+    taba: TabaConfig = TabaConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        ProblemFields.__post_init__(self)
+        DataFields.__post_init__(self)
+        require_names((self.setting,), "setting")
+        require(len(self.budgets) > 0 and all(b >= 0 for b in self.budgets), "budgets",
+                f"must be non-negative budgets, got {self.budgets!r}")
+        require(len(self.seeds) > 0 and all(s >= 0 for s in self.seeds), "seeds",
+                f"must be non-negative integers, got {self.seeds!r}")
+        require_names(self.strategies, "strategies")
+        if self.strategies != ("all",):
+            for strategy in self.strategies:
+                self.check_strategy(strategy, "strategies")
+        _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list)
+
+    @property
+    def strategy_list(self) -> list[str]:
+        return strategy_names(self.tasks) if self.strategies == ("all",) else list(self.strategies)
+
+
+class _nested:
+    """Context: a ConfigError raised inside gets `prefix.` put before its field."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, ConfigError):
+            raise error.under(self.prefix) from None
+        return False
+
+
+def _check_nested(job, num_tasks: int, uses_taba: bool) -> None:
+    """Per-task fields of the nested configs against the job's task count (TABA's only if used)."""
+    if uses_taba:
+        with _nested("taba"):
+            job.taba.check_tasks(num_tasks)
+    with _nested("train"):
+        task_values(job.train.task_weights, num_tasks, "task_weights")
