@@ -66,8 +66,9 @@ def build(name: str, manual_dir, data_dir, **options) -> BuiltDataset:
     normals_valid_classes)."""
     module = builders.dataset_module(name)
     manual_dir = os.path.expanduser(os.fspath(manual_dir))
-    if not os.path.isdir(manual_dir):
-        raise DataError(manual_dir, f"manual_dir not found; expected:\n{module.BUILDER.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+        problem = "manual_dir is empty" if os.path.isdir(manual_dir) else "manual_dir not found"
+        raise DataError(manual_dir, f"{problem}; expected:\n{module.BUILDER.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     accepted = [p for p in inspect.signature(module.make_config).parameters if p != "manual_dir"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:

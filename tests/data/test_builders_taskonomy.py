@@ -165,8 +165,11 @@ def test_task_selection_and_batch(built):
 
 def test_rebuild_reuses_the_complete_dataset(root, built, tmp_path):
     raw = root / "raw"
+    info = os.path.join(built.path, "dataset_info.json")
+    written = os.stat(info).st_mtime_ns
     again = build("taskonomy", raw, root / "tfds", **OPTIONS)
     assert again.path == built.path and again.splits == built.splits
+    assert os.stat(info).st_mtime_ns == written
     other = build("taskonomy", raw, tmp_path, **dict(OPTIONS, domains=["depth_zbuffer"]))
     assert os.path.basename(os.path.dirname(other.path)) != os.path.basename(os.path.dirname(built.path))
     assert sorted(other.targets) == ["depth_zbuffer"]

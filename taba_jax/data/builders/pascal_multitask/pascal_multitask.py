@@ -87,9 +87,11 @@ def make_config(manual_dir, source: str = "segmentation", normals_valid_classes=
         raise ValueError(f"unknown PASCAL source {source!r}; expected one of {SOURCES}")
     if normals_valid_classes is not None and source != "context":
         raise ValueError("normals_valid_classes applies to source='context' only")
-    classes = None if normals_valid_classes is None else tuple(sorted(int(c) for c in normals_valid_classes))
-    name = source if classes is None else f"{source}-{common.options_digest({'normals_valid_classes': classes})}"
-    return PascalConfig(name=name, version=PascalMultitask.VERSION, description=f"PASCAL multi-task, {source} lists",
+    if normals_valid_classes is None:
+        return next(c for c in PascalMultitask.BUILDER_CONFIGS if c.source == source)
+    classes = tuple(sorted(int(c) for c in normals_valid_classes))
+    return PascalConfig(name=f"{source}-{common.options_digest({'normals_valid_classes': classes})}",
+                        version=PascalMultitask.VERSION, description=f"PASCAL multi-task, {source} lists",
                         source=source, normals_valid_classes=classes)
 
 
