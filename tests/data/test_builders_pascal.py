@@ -62,8 +62,10 @@ ANNOTATIONS = {IDS[0]: [("person", False, (3, 2, 5, 4)), ("dog", True, (1, 1, 7,
 
 def write_voc(root):
     voc = os.path.join(root, "VOCdevkit", "VOC2012")
-    for image_id in IDS:
+    for image_id in IDS[:2]:
         _jpeg(os.path.join(voc, "JPEGImages", f"{image_id}.jpg"), COLORS[image_id])
+    Image.fromarray(np.full((H, W), 90, np.uint8)).save(os.path.join(voc, "JPEGImages", f"{IDS[2]}.jpg"), quality=100)
+    for image_id in IDS:
         _xml(os.path.join(voc, "Annotations", f"{image_id}.xml"), ANNOTATIONS[image_id])
     for image_id in IDS[:2]:  # the third image has no segmentation mask
         _png(os.path.join(voc, "SegmentationClass", f"{image_id}.png"), segmentation_map(), palette=True)
@@ -157,6 +159,7 @@ def test_voc_segmentation_classes_and_boxes(raw, tmp_path):
     assert train[IDS[1]]["classes"][dog] == 1 and train[IDS[1]]["classes_mask"].all()
     val = dataset.reader("validation")[0]
     assert val["id"] == IDS[2] and not val["segmentation_mask"].any() and val["segmentation"].shape == (H, W)
+    np.testing.assert_allclose(val["image"], np.full((H, W, 3), 90 / 255), atol=2 / 255)  # a grayscale JPEG
     assert val["classes"][19] == 1
     boxes = dataset.builder.as_data_source("train")
     stored = {boxes[i]["id"].decode(): boxes[i] for i in range(2)}[IDS[0]]

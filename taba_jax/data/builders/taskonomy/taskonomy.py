@@ -62,30 +62,30 @@ _MODES = {"depth": _MODES_16BIT, "fraction16": ("L",) + _MODES_16BIT, "normal": 
           "reshading": ("L", "RGB"), "semantic": ("L", "P", "RGB"), "segments": ("L", "P", "RGB") + _MODES_16BIT}
 
 
+_TARGETS = {  # domain: (kind, outputs (None = the stored vector's length), what the mask removes)
+    "depth_zbuffer": ("dense_regression", 1, "raw 65535 (no geometry)"),
+    "depth_euclidean": ("dense_regression", 1, "raw 65535 (no geometry)"),
+    "normal": ("normals", 3, "decoded norm < 0.5 (gray fill) or built depth invalid"),
+    "edge_texture": ("dense_regression", 1, ""),
+    "edge_occlusion": ("dense_regression", 1, ""),
+    "keypoints2d": ("dense_regression", 1, ""),
+    "keypoints3d": ("dense_regression", 1, ""),
+    "principal_curvature": ("dense_regression", 2, "both channels 0"),
+    "reshading": ("dense_regression", 1, ""),
+    "segment_semantic": ("segmentation", decoding.TASKONOMY_SEMANTIC_CLASSES, "raw id 0 (uncertain)"),
+    "segment_unsup2d": ("segment_grouping", 64, ""),  # 64: Taskonomy's embedding width
+    "segment_unsup25d": ("segment_grouping", 64, ""),
+    "class_object": ("distribution", None, ""),
+    "class_scene": ("distribution", None, ""),
+    "room_layout": ("regression", 9, "no bounding_box_ranges in point_info"),
+    "vanishing_point": ("regression", 9, "no vanishing_points_gaussian_sphere in point_info"),
+}
+
+
 def targets(features) -> dict[str, TargetSpec]:
     """(kind, outputs, mask semantics) of every domain a built dataset holds."""
-    width = {name: features[name].shape[0] for name in ("class_object", "class_scene") if name in features}
-    specs = {
-        "depth_zbuffer": TargetSpec("depth_zbuffer", "dense_regression", 1, "raw 65535 (no geometry)"),
-        "depth_euclidean": TargetSpec("depth_euclidean", "dense_regression", 1, "raw 65535 (no geometry)"),
-        "normal": TargetSpec("normal", "normals", 3, "decoded norm < 0.5 (gray fill) or built depth invalid"),
-        "edge_texture": TargetSpec("edge_texture", "dense_regression", 1),
-        "edge_occlusion": TargetSpec("edge_occlusion", "dense_regression", 1),
-        "keypoints2d": TargetSpec("keypoints2d", "dense_regression", 1),
-        "keypoints3d": TargetSpec("keypoints3d", "dense_regression", 1),
-        "principal_curvature": TargetSpec("principal_curvature", "dense_regression", 2, "both channels 0"),
-        "reshading": TargetSpec("reshading", "dense_regression", 1),
-        "segment_semantic": TargetSpec("segment_semantic", "segmentation", decoding.TASKONOMY_SEMANTIC_CLASSES,
-                                       "raw id 0 (uncertain)"),
-        "segment_unsup2d": TargetSpec("segment_unsup2d", "segment_grouping", 64),
-        "segment_unsup25d": TargetSpec("segment_unsup25d", "segment_grouping", 64),
-        "class_object": TargetSpec("class_object", "distribution", width.get("class_object", 1)),
-        "class_scene": TargetSpec("class_scene", "distribution", width.get("class_scene", 1)),
-        "room_layout": TargetSpec("room_layout", "regression", 9, "no bounding_box_ranges in point_info"),
-        "vanishing_point": TargetSpec("vanishing_point", "regression", 9,
-                                      "no vanishing_points_gaussian_sphere in point_info"),
-    }
-    return {name: spec for name, spec in specs.items() if name in features}
+    return {name: TargetSpec(name, kind, outputs or features[name].shape[0], invalid)
+            for name, (kind, outputs, invalid) in _TARGETS.items() if name in features}
 
 
 # Normals are masked where the view's depth is invalid, so their decoding reads a depth domain.
