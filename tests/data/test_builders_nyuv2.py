@@ -1,6 +1,7 @@
 """NYUv2 builder: the MTAN/LibMTL .npy layout, built to ArrayRecord and read back; reader resizing."""
 import glob
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -78,6 +79,13 @@ def test_reader_accepts_task_specs_and_checks_them(built):
         built.reader("validation")
     with pytest.raises(IndexError):
         reader[3]
+
+
+def test_reader_pickles_for_worker_processes(built):
+    reader = built.reader("test", tasks=["depth"])
+    copy = pickle.loads(pickle.dumps(reader))
+    assert len(copy) == 2 and copy[1]["id"] == reader[1]["id"]
+    np.testing.assert_array_equal(copy[1]["depth"], reader[1]["depth"])
 
 
 def test_batch_resize_and_crop(built):

@@ -97,12 +97,9 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-PLACEHOLDER_UINT8 = {1: np.zeros((1, 1, 1), np.uint8), 3: np.zeros((1, 1, 3), np.uint8)}
-
-
 def placeholder_png(channels: int) -> bytes:
     """A 1x1 image stored for a label that is missing (its `<name>_present` flag is False)."""
-    return png_bytes(PLACEHOLDER_UINT8[channels])
+    return png_bytes(np.zeros((1, 1, channels), np.uint8))
 
 
 def options_digest(options: dict) -> str:
