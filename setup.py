@@ -18,6 +18,13 @@ setuptools.setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
+        # Real datasets (taba_jax.data.builders) through TFDS without TensorFlow: 4.9.10 is the first
+        # release whose builders and NumPy readers work without TF next to protobuf 7 (4.9.9 fails).
+        "tensorflow-datasets>=4.9.10",
+        "array-record",  # the ArrayRecord file format the builders write
+        "importlib_resources",  # imported by TFDS, which declares it only for old Pythons
+        "pillow",
+        "scipy",  # .mat files of PASCAL-Context / PASCAL-Part
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],

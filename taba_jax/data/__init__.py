@@ -1,1 +1,2 @@
-"""Datasets: the embedded synthetic scenes and the generic `MultiTaskDataset`."""
+"""Datasets: the embedded synthetic scenes, the generic `MultiTaskDataset`, and real datasets built
+through TFDS without TensorFlow (`tfds_datasets.build`, `reader.SplitReader`; see docs/datasets.md)."""
