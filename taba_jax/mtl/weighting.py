@@ -98,6 +98,11 @@ def _where_present(present: jax.Array, new, old):
     return jax.tree.map(select, new, old)
 
 
+def _zero_absent(task_grads, present: jax.Array):
+    """Absent tasks' rows set to 0 (whatever their loss produced)."""
+    return _where_present(present, task_grads, jax.tree.map(jnp.zeros_like, task_grads))
+
+
 def _per_task_adam_init(optimizer: optax.GradientTransformation, values: jax.Array) -> optax.OptState:
     return jax.vmap(optimizer.init)(values)
 
@@ -130,7 +135,26 @@ def per_task_gradients(task_loss_fn: Callable[[Any], jax.Array], params) -> tupl
     return losses, grads
 
 
-class _LossWeighting(abc.ABC):
+class _Method(abc.ABC):
+    """Interface of every method: `init` and `combine` (see the module docstring)."""
+
+    name: ClassVar[str]
+    uses_task_gradients: ClassVar[bool]
+
+    def init(self, num_tasks: int):
+        """The state before the first step; this default is for methods that keep none."""
+        _check_num_tasks(num_tasks)
+        return Stateless()
+
+    @abc.abstractmethod
+    def combine(self, state, losses: jax.Array, task_grads, present: jax.Array, key: jax.Array | None = None):
+        """(shared gradient `sum_t weights[t] task_grads[t]`, weights (T,), new state, aux dict).
+
+        `task_grads`: the shared parameters' per-task gradients (leaves with a leading T axis).
+        """
+
+
+class _LossWeighting(_Method):
     """A method that only reweights losses: weights come from the state, not from gradients."""
 
     uses_task_gradients: ClassVar[bool] = False
@@ -154,7 +178,7 @@ class _LossWeighting(abc.ABC):
         return combine_rows(weights, task_grads), weights, self.update(state, losses, present), {}
 
 
-class _GradientWeighting(abc.ABC):
+class _GradientWeighting(_Method):
     """A method that needs the per-task gradients of the shared parameters (through their Gram matrix).
 
     `reweights_heads`: whether task heads get `weights[t] * grad L_t` (methods that reweight losses)
@@ -172,8 +196,7 @@ class _GradientWeighting(abc.ABC):
     def combine(self, state, losses, task_grads, present, key=None):
         losses, present = jnp.asarray(losses), jnp.asarray(present, bool)
         _check_inputs(losses, present)
-        task_grads = jax.tree.map(lambda g: jnp.where(present.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0),
-                                  task_grads)
+        task_grads = _zero_absent(task_grads, present)
         weights, state, aux = self.weights_from_gram(state, jnp.where(present, losses, 0.0),
                                                      gram_matrix(task_grads), present, key)
         return combine_rows(weights, task_grads), weights, state, aux
@@ -184,10 +207,6 @@ class Equal(_LossWeighting):
     """The plain sum of the present tasks' losses."""
 
     name: ClassVar[str] = "equal"
-
-    def init(self, num_tasks: int) -> Stateless:
-        _check_num_tasks(num_tasks)
-        return Stateless()
 
     def loss_weights(self, state, present):
         return jnp.asarray(present, jnp.float32)
@@ -322,12 +341,11 @@ class GradNorm(_GradientWeighting):
         inverse_rate = jnp.where(present, losses / jnp.maximum(initial_losses, tiny), 0.0)
         relative_rate = inverse_rate / jnp.maximum(jnp.sum(inverse_rate) / count, tiny)
         mean_norm = jnp.sum(jnp.where(present, state.weights * grad_norms, 0.0)) / count
-        target = jax.lax.stop_gradient(mean_norm * relative_rate ** self.alpha)
+        target = mean_norm * relative_rate ** self.alpha  # held constant (not differentiated), as in the paper
 
-        def gradnorm_loss(weights):
-            return jnp.sum(jnp.where(present, jnp.abs(weights * grad_norms - target), 0.0))
-
-        loss, grads = jax.value_and_grad(gradnorm_loss)(state.weights)
+        gap = state.weights * grad_norms - target
+        loss = jnp.sum(jnp.where(present, jnp.abs(gap), 0.0))
+        grads = jnp.where(present, jnp.sign(gap) * grad_norms, 0.0)  # d loss / d w_t (sign(0) = 0: on target)
         stepped, optimizer = _per_task_adam_step(self._optimizer(), state.weights, state.optimizer, grads, present)
         stepped = jnp.where(present, jnp.maximum(stepped, self.min_weight), stepped)
         scale = (jnp.sum(jnp.where(present, state.weights, 0.0))
@@ -349,10 +367,6 @@ class PCGrad(_GradientWeighting):
     """
 
     name: ClassVar[str] = "pcgrad"
-
-    def init(self, num_tasks: int) -> Stateless:
-        _check_num_tasks(num_tasks)
-        return Stateless()
 
     def weights_from_gram(self, state, losses, gram, present, key):
         if key is None:
@@ -412,10 +426,6 @@ class CAGrad(_GradientWeighting):
         _check_hyperparameter(self.name, "c", self.c, minimum=0.0)
         _check_hyperparameter(self.name, "solver_steps", self.solver_steps, minimum=1, integer=True)
 
-    def init(self, num_tasks: int) -> Stateless:
-        _check_num_tasks(num_tasks)
-        return Stateless()
-
     def weights_from_gram(self, state, losses, gram, present, key):
         count = jnp.sum(present)
         pair = present[:, None] & present[None, :]
@@ -463,10 +473,6 @@ class IMTL(_GradientWeighting):
     """
 
     name: ClassVar[str] = "imtl"
-
-    def init(self, num_tasks: int) -> Stateless:
-        _check_num_tasks(num_tasks)
-        return Stateless()
 
     def weights_from_gram(self, state, losses, gram, present, key):
         num_tasks = gram.shape[0]
@@ -533,7 +539,7 @@ def gradients(method, method_state, task_loss_fn: Callable[[Any, Any], jax.Array
     losses, task_grads = per_task_gradients(lambda p: task_loss_fn(p, batch), params)
     _check_inputs(losses, present)
     losses = jnp.where(present, losses, 0.0)
-    task_grads = jax.tree.map(lambda g: jnp.where(present.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0), task_grads)
+    task_grads = _zero_absent(task_grads, present)
     shared_grads = jax.tree.map(lambda g, shared: jnp.where(shared, g, 0), task_grads, shared_mask)
     weights, new_state, aux = method.weights_from_gram(method_state, losses, gram_matrix(shared_grads), present,
                                                        key)
