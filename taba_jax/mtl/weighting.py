@@ -507,26 +507,40 @@ def get(name: str, **hyperparameters):
     return method(**hyperparameters)
 
 
-def gradients(method, method_state, task_loss_fn: Callable[[Any, Any], jax.Array], params, batch, present,
-              shared_mask, key: jax.Array | None = None):
+def gradients(method, method_state, task_loss_fn: Callable[..., jax.Array], params, batch, present, shared_mask,
+              key: jax.Array | None = None, task_batch_axes=None):
     """One step's gradients for every parameter under `method`. Pure and jittable.
 
     `task_loss_fn(params, batch) -> (T,)` per-task losses (an absent task's loss must be finite,
     e.g. 0); `present` (T,) bool; `shared_mask` a pytree like `params` of bools (Python or array),
     True for shared (backbone) parameters; `key` a PRNG key (needed by pcgrad).
 
+    With `task_batch_axes` (a `jax.vmap` in_axes for `batch`, e.g. `(0, None)` for images stacked
+    per task and targets shared), `task_loss_fn(params, task_batch, task) -> scalar` is instead the
+    loss of task `task` (an int array) on its own slice of the batch, and the per-task gradients are
+    vmapped over tasks: each task's backward pass covers only its own batch, T times less work than
+    the VJP of all losses through the whole stacked batch when every task brings its own images.
+
     Shared parameters get `sum_t weights[t] grad L_t`. Task-specific parameters get the gradient of
     `sum_t head_weights[t] L_t`, where head_weights = weights for loss-reweighting methods and 1 per
     present task for gradient-surgery methods (pcgrad, cagrad, imtl). Loss-only methods need one
-    backward pass of the weighted loss (shared_mask unused); gradient methods one vmapped VJP.
+    backward pass of the weighted loss (shared_mask unused); gradient methods T, vectorised.
 
     Returns (grads, new_method_state, info) with info = {"loss": the weighted objective,
     "losses": (T,) with absent tasks at 0, "weights": (T,), plus the method's own diagnostics}.
     """
     present = jnp.asarray(present, bool)
+    tasks = jnp.arange(present.shape[0])
+    if task_batch_axes is None:
+        def all_losses(p):
+            return task_loss_fn(p, batch)
+    else:
+        def all_losses(p):
+            return jax.vmap(task_loss_fn, in_axes=(None, task_batch_axes, 0))(p, batch, tasks)
+
     if not method.uses_task_gradients:
         def objective(p):
-            losses = task_loss_fn(p, batch)
+            losses = all_losses(p)
             _check_inputs(losses, present)
             losses = jnp.where(present, losses, 0.0)
             return method.weighted_loss(method_state, losses, present), losses
@@ -536,7 +550,11 @@ def gradients(method, method_state, task_loss_fn: Callable[[Any, Any], jax.Array
         return grads, method.update(method_state, losses, present), {"loss": loss, "losses": losses,
                                                                       "weights": weights}
 
-    losses, task_grads = per_task_gradients(lambda p: task_loss_fn(p, batch), params)
+    if task_batch_axes is None:
+        losses, task_grads = per_task_gradients(all_losses, params)
+    else:
+        losses, task_grads = jax.vmap(jax.value_and_grad(task_loss_fn), in_axes=(None, task_batch_axes, 0))(
+            params, batch, tasks)
     _check_inputs(losses, present)
     losses = jnp.where(present, losses, 0.0)
     task_grads = _zero_absent(task_grads, present)

@@ -1,4 +1,8 @@
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 
 import flax.linen as nn
 import flax.serialization
@@ -317,17 +321,17 @@ def tiny():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 3)).astype(np.float32)
     batch = {"x": x, "depth": np.sin(x[:, 0]).astype(np.float32), "label": -np.sin(x[:, 0]).astype(np.float32)}
-    params = MODEL.init(KEY, x)
+    params = jax.jit(MODEL.init)(KEY, x)
     shared = jax.tree_util.tree_map_with_path(lambda path, _: "trunk" in jax.tree_util.keystr(path), params)
     return params, batch, shared
 
 
 def test_vectorised_per_task_gradients_equal_a_loop_of_grad(tiny):
     params, batch, _ = tiny
-    losses, grads = weighting.per_task_gradients(lambda p: task_losses(p, batch), params)
+    losses, grads = jax.jit(lambda p: weighting.per_task_gradients(lambda q: task_losses(q, batch), p))(params)
     np.testing.assert_allclose(losses, task_losses(params, batch), rtol=1e-6)
     for task in range(2):
-        expected = jax.grad(lambda p: task_losses(p, batch)[task])(params)
+        expected = jax.jit(jax.grad(lambda p: task_losses(p, batch)[task]))(params)
         for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
             np.testing.assert_allclose(got[task], want, rtol=1e-5, atol=1e-7)
 
@@ -359,7 +363,7 @@ def test_gradients_heads_and_backbone(tiny, name):
     method = weighting.get(name)
     grads, _, info = jax.jit(lambda p: weighting.gradients(method, method.init(2), task_losses, p, batch, BOTH,
                                                            shared, KEY))(params)
-    _, per_task = weighting.per_task_gradients(lambda p: task_losses(p, batch), params)
+    _, per_task = jax.jit(lambda p: weighting.per_task_gradients(lambda q: task_losses(q, batch), p))(params)
     head_weights = info["weights"] if name != "pcgrad" else jnp.ones(2)
     for head, task in (("depth_head", 0), ("label_head", 1)):
         np.testing.assert_allclose(grads["params"][head]["kernel"],
@@ -367,6 +371,53 @@ def test_gradients_heads_and_backbone(tiny, name):
     trunk = jax.tree.map(lambda g: jnp.tensordot(info["weights"], g, axes=1), per_task["params"]["trunk"])
     np.testing.assert_allclose(grads["params"]["trunk"]["kernel"], trunk["kernel"], rtol=1e-4, atol=1e-6)
     if name == "equal":
-        expected = jax.grad(lambda p: task_losses(p, batch).sum())(params)
+        expected = jax.jit(jax.grad(lambda p: task_losses(p, batch).sum()))(params)
         for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def per_task_batch_loss(params, task_batch, task):
+    """Loss of `task` on its own images (task_batch["x"]) against the shared targets."""
+    depth, label = MODEL.apply(params, task_batch["x"])
+    return jnp.stack([jnp.mean((depth - task_batch["depth"]) ** 2), jnp.mean((label - task_batch["label"]) ** 2)])[task]
+
+
+def stacked_losses(params, batch):
+    depth, label = MODEL.apply(params, batch["x"].reshape(-1, 3))
+    size = batch["x"].shape[1]
+    return jnp.stack([jnp.mean((depth[:size] - batch["depth"]) ** 2), jnp.mean((label[size:] - batch["label"]) ** 2)])
+
+
+@pytest.mark.parametrize("name", ["equal", "pcgrad", "gradnorm"])
+def test_per_task_batches_give_the_same_gradients_as_the_stacked_batch(tiny, name):
+    params, batch, shared = tiny
+    per_task = {"x": np.stack([batch["x"], -batch["x"]]), "depth": batch["depth"], "label": batch["label"]}
+    method = weighting.get(name)
+    present = jnp.array([True, True])
+    stacked = jax.jit(lambda p: weighting.gradients(method, method.init(2), stacked_losses, p, per_task, present,
+                                                    shared, KEY))(params)
+    split = jax.jit(lambda p: weighting.gradients(method, method.init(2), per_task_batch_loss, p, per_task, present,
+                                                  shared, KEY, task_batch_axes={"x": 0, "depth": None, "label": None})
+                    )(params)
+    np.testing.assert_allclose(split[2]["losses"], stacked[2]["losses"], rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(split[0]), jax.tree.leaves(stacked[0])):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_documented_cpu_workaround_gives_correct_per_task_gradients():
+    """jaxlib 0.10.2 on CPU mixes the second task's gradient into the first here (jax-ml/jax#39103);
+    with the dot-library-rewriter pass disabled the vmapped VJP equals a loop of jax.grad."""
+    script = textwrap.dedent("""
+        import jax, jax.numpy as jnp, numpy as np
+        from taba_jax.mtl.weighting import per_task_gradients
+        rng = np.random.default_rng(0)
+        x, t = (jnp.asarray(rng.normal(size=(8192, 3)), jnp.float32) for _ in range(2))
+        def losses(v):
+            return jnp.stack([(v * (v * v).sum(-1, keepdims=True) * t).sum(-1).mean(), v.sum()])
+        _, grads = jax.jit(lambda v: per_task_gradients(losses, v))(x)
+        for task in range(2):
+            np.testing.assert_allclose(grads[task], jax.grad(lambda v: losses(v)[task])(x), rtol=1e-5, atol=1e-6)
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_disable_hlo_passes=dot-library-rewriter", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
