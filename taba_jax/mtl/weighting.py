@@ -77,13 +77,12 @@ def _check_hyperparameter(method: str, field: str, value, *, minimum: float, exc
         raise ValueError(f"config.weighting={method!r}: hyper-parameter {field}={value!r} must be {requirement}")
 
 
-def _check_inputs(losses: jax.Array, present: jax.Array, num_tasks: int | None = None) -> None:
-    """Static shape checks (shapes are known under jit)."""
-    num_tasks = losses.shape[0] if num_tasks is None else num_tasks
-    if losses.shape != (num_tasks,):
-        raise ValueError(f"losses must have shape ({num_tasks},) (one per task), got {losses.shape}")
-    if present.shape != (num_tasks,):
-        raise ValueError(f"present must have shape ({num_tasks},) (one bool per task), got {present.shape}")
+def _check_inputs(losses: jax.Array, present: jax.Array) -> None:
+    """Static shape checks (shapes are known under jit): one loss and one flag per task."""
+    if losses.ndim != 1:
+        raise ValueError(f"losses must have shape (T,) (one per task), got {losses.shape}")
+    if present.shape != losses.shape:
+        raise ValueError(f"present must have shape {losses.shape} (one bool per task), got {present.shape}")
 
 
 def _check_num_tasks(num_tasks) -> None:
@@ -175,7 +174,8 @@ class _LossWeighting(_Method):
         losses, present = jnp.asarray(losses), jnp.asarray(present, bool)
         _check_inputs(losses, present)
         weights = self.loss_weights(state, present)
-        return combine_rows(weights, task_grads), weights, self.update(state, losses, present), {}
+        return (combine_rows(weights, _zero_absent(task_grads, present)), weights, self.update(state, losses, present),
+                {})
 
 
 class _GradientWeighting(_Method):
@@ -261,8 +261,8 @@ class DWA(_LossWeighting):
     task's mean loss over its last two completed windows. The paper's window is an epoch; here a
     task's window is `window` of its own present steps, so every window mean averages the same
     number of batches however rarely the task is labeled, and an absent step leaves the task's
-    state untouched. Tasks with fewer than two completed windows have ratio 1: all weights are
-    equal during the first two windows, as in the paper's first two epochs.
+    state untouched. Tasks with fewer than two completed windows (or a zero mean loss) have ratio 1:
+    all weights are equal during the first two windows, as in the paper's first two epochs.
     """
 
     temperature: float = 2.0
@@ -280,8 +280,8 @@ class DWA(_LossWeighting):
         return DWAState(zeros, counts, zeros, zeros, counts)
 
     def loss_weights(self, state, present):
-        ratio = jnp.where(state.windows_done >= 2,
-                          state.last_mean / jnp.maximum(state.previous_mean, jnp.finfo(jnp.float32).tiny), 1.0)
+        defined = (state.windows_done >= 2) & (state.previous_mean > 0)
+        ratio = jnp.where(defined, state.last_mean / jnp.where(defined, state.previous_mean, 1.0), 1.0)
         logits = ratio / self.temperature
         logits = logits - jnp.max(jnp.where(present, logits, jnp.min(logits)))
         scores = jnp.where(present, jnp.exp(logits), 0.0)
