@@ -12,7 +12,7 @@ Fifty et al.'s criterion: the value of group G for a member t is the mean affini
 members onto it, `mean_{s in G, s != t} S[s, t]` (0 for a task alone: nothing transfers), and a
 choice of groups scores the sum over tasks of the value of the group serving it.
 
-Exact search (T <= `exhaustive_limit`, default 10): a choice is a partition of the tasks into at
+Exact search (T <= `exhaustive_limit`, default 10, at most 12): a choice is a partition of the tasks into at
 most k served sets B, each served by the best group containing it; the best group for every B comes
 from scanning its supersets, the best partition from a dynamic programme over subsets
 (O(4^T + k 3^T)). Greedy beyond: start from one network with every task, add the group with the
@@ -26,6 +26,7 @@ import dataclasses
 import numpy as np
 
 MAX_TASKS = 16
+MAX_EXHAUSTIVE_TASKS = 12  # O(4^T + k 3^T): about a second at 12 tasks, 3-4x more per extra task
 METHODS = ("auto", "exhaustive", "greedy")
 
 
@@ -72,7 +73,10 @@ def select_groups(affinity, max_groups: int, method: str = "auto", exhaustive_li
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
-        method = "exhaustive" if num_tasks <= exhaustive_limit else "greedy"
+        method = "exhaustive" if num_tasks <= min(exhaustive_limit, MAX_EXHAUSTIVE_TASKS) else "greedy"
+    if method == "exhaustive" and num_tasks > MAX_EXHAUSTIVE_TASKS:
+        raise ValueError(f"method='exhaustive' supports at most {MAX_EXHAUSTIVE_TASKS} tasks, got {num_tasks}; "
+                         f"use 'greedy'")
     values = group_values(affinity)
     tolerance = 1e-9 * (1.0 + np.abs(affinity).max()) * num_tasks
     search = _exhaustive if method == "exhaustive" else _greedy

@@ -123,6 +123,8 @@ def test_bad_inputs_are_named(affinity, max_groups, message):
         select_groups(affinity, max_groups)
 
 
-def test_unknown_method_is_named():
+def test_unknown_method_and_too_large_exhaustive_search_are_named():
     with pytest.raises(ValueError, match="method must be one of .* got 'optimal'"):
         select_groups(np.eye(2), 1, method="optimal")
+    with pytest.raises(ValueError, match="'exhaustive' supports at most 12 tasks, got 13"):
+        select_groups(np.eye(13), 2, method="exhaustive")
