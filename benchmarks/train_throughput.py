@@ -18,8 +18,10 @@ import numpy as np
 from absl import app, flags
 
 from taba_jax import train
+from taba_jax.config import TrainConfig
 from taba_jax.data import synthetic
-from taba_jax.tasks import synthetic_task_specs
+from taba_jax.data.synthetic import task_specs as synthetic_task_specs
+from taba_jax.models import build_model
 
 _SIZES = flags.DEFINE_list("sizes", ["32", "64"], "Image sizes.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per framework and size.")
@@ -49,20 +51,24 @@ def time_steps(step, count: int) -> float:
 
 
 def jax_seconds_per_step(images, targets) -> float:
-    config = train.default_config()
+    """The library's own jitted `train.train_step` (device-resident data, per-task batching)."""
+    config = TrainConfig()
     tasks = synthetic_task_specs(_TASKS)
-    model = train.make_model(tasks, config)
-    optimizer = train.make_optimizer(config)
-    step = jax.jit(train.make_train_step(model, tasks, {t: 1.0 for t in _TASKS}, "per_task", optimizer),
-                   donate_argnums=(0, 1))
-    params = model.init(jax.random.key(0), jnp.zeros((1,) + images.shape[3:]))
-    state = {"params": params, "opt": optimizer.init(params)}
-    batches = [(jnp.asarray(images[i]), {t: jnp.asarray(v[i]) for t, v in targets.items()})
-               for i in range(len(images))]
+    count, groups, batch = images.shape[:3]
+    flat_images = images.reshape((-1,) + images.shape[3:])
+    # Task g's batch of step i lives at rows (i * groups + g) * batch + arange(batch) of the flat pool.
+    flat_targets = {t: np.repeat(v[:, None], groups, axis=1).reshape((-1,) + v.shape[2:]) for t, v in targets.items()}
+    definition = train.StepDefinition(build_model(tasks, config), tuple(tasks), (1.0,) * len(tasks), "per_task")
+    state = jax.jit(lambda key: train.init_state(definition, key, images.shape[3:], config))(jax.random.key(0))
+    data = jax.device_put({"images": flat_images, "targets": flat_targets,
+                           "labeled": np.ones((len(flat_images), len(tasks)), bool)})
+    indices = [jnp.asarray((i * groups + np.arange(groups)[:, None]) * batch + np.arange(batch), jnp.int32)
+               for i in range(count)]
+    holder = {"state": state}
 
     def run(i):
-        state["params"], state["opt"], loss, _ = step(state["params"], state["opt"], *batches[i % len(batches)], {})
-        loss.block_until_ready()
+        holder["state"], metrics = train.train_step(definition, holder["state"], data, indices[i % count])
+        metrics["loss"].block_until_ready()
 
     time_steps(run, _WARMUP.value)
     return time_steps(run, _STEPS.value)
@@ -118,7 +124,7 @@ def torch_seconds_per_step(images, targets) -> float:
     torch.manual_seed(0)
     specs = {t.name: t.outputs for t in synthetic_task_specs(_TASKS)}
     model = MultiTaskNet(outputs=specs)
-    config = train.default_config()
+    config = TrainConfig()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     groups, batch = len(_TASKS), images.shape[2]
     to_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, -3)))  # noqa: E731
@@ -146,7 +152,7 @@ def main(argv):
     del argv
     import torch
     print(f"devices: {jax.devices()}; torch {torch.__version__} threads {torch.get_num_threads()}")
-    print(f"default model (widths {train.default_config().widths}), tasks {','.join(_TASKS)}, "
+    print(f"default model (widths {TrainConfig().widths}), tasks {','.join(_TASKS)}, "
           f"batch {_BATCH.value} per task ({len(_TASKS) * _BATCH.value} images per step)")
     print(f"{'size':>6} {'JAX img/s':>10} {'PyTorch img/s':>14} {'JAX/PyTorch':>12}")
     for size in map(int, _SIZES.value):

@@ -5,6 +5,7 @@ metric per task, in percent; 0 = as good as labelling everything, higher is bett
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from typing import Sequence
@@ -25,6 +26,40 @@ def summarize(records: list[ExperimentRecord]) -> dict[tuple[str, float], tuple[
     for r in records:
         groups[r.strategy, float(r.budget)].append(r.delta_m)
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedDifference:
+    """Delta_m(TABA, s) - Delta_m(other, s) over the seeds s both were run with."""
+
+    mean: float
+    low: float  # 95 % t-interval over seeds
+    high: float
+    seeds: int
+    seeds_to_resolve: int | None  # seeds a 95 % interval of this spread needs to exclude 0 (None: mean 0)
+
+    @property
+    def real(self) -> bool:
+        """The interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(records: list[ExperimentRecord], strategy: str, other: str, budget: float) -> PairedDifference | None:
+    """The paired difference of Delta_m between `strategy` and `other` at `budget`; every strategy of
+    a (budget, seed) shares the model initialisation and data streams, so the seed's noise cancels.
+    None with fewer than 2 shared seeds."""
+    by_seed = defaultdict(dict)
+    for r in records:
+        if float(r.budget) == budget and r.strategy in (strategy, other):
+            by_seed[r.seed][r.strategy] = r.delta_m
+    differences = np.array([d[strategy] - d[other] for d in by_seed.values() if len(d) == 2])
+    if len(differences) < 2:
+        return None
+    from scipy import stats
+    mean, sd, n = float(differences.mean()), float(differences.std(ddof=1)), len(differences)
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+    needed = None if mean == 0 else max(2, int(np.ceil((1.96 * sd / abs(mean)) ** 2)))
+    return PairedDifference(mean, mean - half, mean + half, n, needed)
 
 
 def best_heuristic(summary, budget: float) -> tuple[str, float]:
@@ -83,6 +118,21 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
         else:
             need_text = f"{need:,.0f} ({need / b:.2f}×)"
         lines.append(f"| {b:g} | {name} | {mean:+.2f} | {taba_mean:+.2f} | {taba_mean - mean:+.2f} | {need_text} |")
+    if has_taba:
+        lines += ["", "Paired differences Δm(TABA) − Δm(heuristic) over the seeds both ran (same initialisation "
+                  "and data streams), mean and 95 % t-interval; **real** when the interval excludes 0, else the "
+                  "number of seeds a 95 % interval of this spread would need to exclude 0.", "",
+                  "| budget | heuristic | TABA − heuristic | 95 % interval | seeds | verdict |",
+                  "|---:|---|---:|---|---:|---|"]
+        for b in budgets:
+            for other in strategies:
+                diff = paired_difference(records, "taba", other, b) if other != "taba" else None
+                if diff is None:
+                    continue
+                verdict = ("**real**: TABA " + ("better" if diff.mean > 0 else "worse")) if diff.real else \
+                    f"not resolved (≈ {diff.seeds_to_resolve} seeds needed)" if diff.seeds_to_resolve else "no difference"
+                lines.append(f"| {b:g} | {other} | {diff.mean:+.2f} | [{diff.low:+.2f}, {diff.high:+.2f}] | "
+                             f"{diff.seeds} | {verdict} |")
     taba_runs = [r for r in records if r.taba is not None]
     if taba_runs:
         affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)

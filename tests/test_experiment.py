@@ -130,3 +130,28 @@ def test_experiment_config_rejects_unknown_setting():
     with pytest.raises(ValueError, match="unknown setting 'space'"):
         experiment_config.get_config("space")
     assert experiment_config.get_config("tag,full").budgets == (1000.0, 3000.0, 8000.0)
+
+
+def record(strategy, seed, delta, budget=100.0):
+    return experiment.ExperimentRecord(
+        setting="s", tasks=("a",), strategy=strategy, budget=budget, seed=seed, labels={"a": 1}, money={"a": 1.0},
+        spent=1.0, metrics={}, delta_m=delta, untrained_tasks=(), wall_seconds=1.0)
+
+
+def test_paired_difference_cancels_seed_noise_and_says_when_it_is_real():
+    # Seeds move both strategies alike (+-5 points); TABA is 1 point better on every seed.
+    noise = [5.0, -5.0, 2.0, -3.0]
+    records = [record("taba", s, n + 1.0) for s, n in enumerate(noise)]
+    records += [record("equal_budget", s, n) for s, n in enumerate(noise)]
+    records += [record("random_pairs", s, n + (1.0 if s % 2 else 0.0)) for s, n in enumerate(noise)]
+    diff = report.paired_difference(records, "taba", "equal_budget", 100.0)
+    assert diff.mean == pytest.approx(1.0) and diff.real and diff.low == pytest.approx(1.0)
+    mixed = report.paired_difference(records, "taba", "random_pairs", 100.0)
+    # differences 1, 0, 1, 0: mean 0.5, sd 0.577, t(0.975, 3) = 3.182 -> half width 0.919
+    assert mixed.mean == pytest.approx(0.5) and not mixed.real
+    assert mixed.high - mixed.mean == pytest.approx(3.182 * 0.5774 / 2, rel=1e-3)
+    assert mixed.seeds_to_resolve == 6  # (1.96 * 0.577 / 0.5) ** 2 = 5.1
+    assert report.paired_difference(records[:1] + records[4:5], "taba", "equal_budget", 100.0) is None
+    text = report.markdown(records, "t", ["a"])
+    assert "| 100 | equal_budget | +1.00 | [+1.00, +1.00] | 4 | **real**: TABA better |" in text
+    assert "| 100 | random_pairs | +0.50 |" in text and "not resolved (≈ 6 seeds needed)" in text

@@ -113,11 +113,15 @@ def test_deterministic_per_seed_and_images_vary_with_seed():
 
 
 def test_safeguard_picks_single_task_when_it_is_better():
-    # Task b is nearly free and informs a fully; a is expensive and informs b only a little.
-    problem = BudgetProblem(["a", "b"], [100.0, 1.0], 100, 150.0)
-    model = InformationModel([[1.0, 0.0], [1.0, 1.0]], [1.0, 1.0], [5.0, 5.0], weights=[1.0, 0.0])
+    # The textbook failure of cost-benefit greedy: cheap labels of a have the best gain per cost, so
+    # the greedy buys a first and can then no longer afford the one label of b that is worth far more
+    # (F 0.019 against 0.49); the best single-task allocation is chosen instead.
+    problem = BudgetProblem(["a", "b"], [1.0, 100.0], 100, 100.0)
+    model = InformationModel(np.eye(2), [1.0, 1.0], [1.0, 1.0], weights=[0.02, 1.0])
     allocation = greedy_allocate(problem, model)
-    assert allocation.info["objective"] >= allocation_objective(model, np.tile([False, True], (100, 1)))
+    assert allocation.info["safeguard"] == "single_task:b"
+    np.testing.assert_array_equal(allocation.counts, [0, 1])
+    assert allocation.info["objective"] == pytest.approx(0.5 / 1.02, rel=1e-5)
 
 
 def test_pattern_table_capacity_is_respected():
