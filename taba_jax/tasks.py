@@ -112,9 +112,8 @@ def _one_hot_logits(classes: np.ndarray, outputs: int) -> np.ndarray:
     return np.where(np.arange(outputs) == classes[..., None], 10.0, -10.0).astype(np.float32)
 
 
-@register
-class Segmentation(TaskKind):
-    name, dense, primary_metric, higher_is_better = "segmentation", True, "miou", True
+class _ClassIds(TaskKind):
+    """Targets that are class ids (negative = unlabeled), scored by cross-entropy on logits."""
 
     def valid(self, target):
         return target >= 0
@@ -124,6 +123,11 @@ class Segmentation(TaskKind):
 
     def element_loss(self, prediction, target, valid):
         return optax.softmax_cross_entropy_with_integer_labels(prediction, target)
+
+
+@register
+class Segmentation(_ClassIds):
+    name, dense, primary_metric, higher_is_better = "segmentation", True, "miou", True
 
     def metric_sums(self, prediction, target, valid, outputs):
         predicted = prediction.argmax(-1)
@@ -219,20 +223,10 @@ class DenseBinary(TaskKind):
 
 
 @register
-class Multilabel(TaskKind):
-    name, dense, primary_metric, higher_is_better = "multilabel", False, "accuracy", True
+class Multilabel(DenseBinary):
+    """Image-level binary labels (K per example): the loss and metrics of dense_binary over them."""
 
-    def valid(self, target):
-        return jnp.isfinite(target).all(-1)
-
-    def element_loss(self, prediction, target, valid):
-        return _balanced_bce(prediction, target, valid[..., None]).mean(-1)
-
-    def metric_sums(self, prediction, target, valid, outputs):
-        return _binary_sums(prediction, target, valid[..., None] & jnp.ones(target.shape, bool))
-
-    def finalize(self, s):
-        return _binary_finalize(s)
+    name, dense, primary_metric = "multilabel", False, "accuracy"
 
     def trivial_prediction(self, targets, outputs):
         """Each label's majority value over the split."""
@@ -241,17 +235,8 @@ class Multilabel(TaskKind):
 
 
 @register
-class Classification(TaskKind):
+class Classification(_ClassIds):
     name, dense, primary_metric, higher_is_better = "classification", False, "accuracy", True
-
-    def valid(self, target):
-        return target >= 0
-
-    def sanitize(self, target, valid):
-        return jnp.where(valid, target, 0).astype(jnp.int32)
-
-    def element_loss(self, prediction, target, valid):
-        return optax.softmax_cross_entropy_with_integer_labels(prediction, target)
 
     def metric_sums(self, prediction, target, valid, outputs):
         return {"correct": _count((prediction.argmax(-1) == target) & valid), "examples": _count(valid)}
