@@ -24,7 +24,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from taba_jax.budget.information import CURVES
-from taba_jax.budget.strategies import HEURISTICS, strategy_names
+from taba_jax.budget.strategies import HEURISTICS, parse_shares, share_strategies, strategy_names
 from taba_jax.errors import ConfigError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
@@ -296,6 +296,12 @@ class ProblemFields:
             require(cost > 0, "costs", f"cost of {name!r} must be positive, got {cost!r}")
 
     def check_strategy(self, strategy: str, field: str = "strategy") -> None:
+        if strategy.startswith("shares:"):
+            try:
+                parse_shares(strategy, len(self.tasks))
+            except ValueError as e:
+                raise ConfigError(field, str(e)) from None
+            return
         single = strategy.startswith("single_task:")
         require(strategy in HEURISTICS + ("taba",) or (single and strategy.split(":", 1)[1] in self.tasks), field,
                 f"must be one of {', '.join(strategy_names(self.tasks))}, got {strategy!r}")
@@ -352,6 +358,8 @@ class ExperimentConfig(ProblemFields, DataFields):
     budgets: tuple[float, ...] = (1500.0, 4000.0)
     strategies: tuple[str, ...] = ("all",)  # "all" = every single_task:<t>, the heuristics and taba
     seeds: tuple[int, ...] = (0, 1)
+    oracle_budgets: tuple[float, ...] = ()  # budgets where the fixed-share grid (the oracle) also runs
+    oracle_resolution: int = 4  # the grid's step: every split of the budget into this many equal parts
     keep_checkpoints: bool = False  # keep each finished run's checkpoints (else deleted; results stay)
     taba: TabaConfig = TabaConfig()
     train: TrainConfig = TrainConfig()
@@ -368,11 +376,20 @@ class ExperimentConfig(ProblemFields, DataFields):
         if self.strategies != ("all",):
             for strategy in self.strategies:
                 self.check_strategy(strategy, "strategies")
+        require(all(b in self.budgets for b in self.oracle_budgets), "oracle_budgets",
+                f"must be among config.budgets {self.budgets!r}, got {self.oracle_budgets!r}")
+        require_positive(self, "oracle_resolution")
         _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list)
 
     @property
     def strategy_list(self) -> list[str]:
+        """The strategies run at every budget."""
         return strategy_names(self.tasks) if self.strategies == ("all",) else list(self.strategies)
+
+    def strategies_at(self, budget: float) -> list[str]:
+        """The strategies run at `budget`: the list, plus the oracle's share grid where it runs."""
+        grid = share_strategies(len(self.tasks), self.oracle_resolution) if budget in self.oracle_budgets else []
+        return self.strategy_list + [s for s in grid if s not in self.strategy_list]
 
 
 class _nested:

@@ -23,7 +23,7 @@ from taba_jax.train import train_and_evaluate
 
 RESULTS_FILE = "results.jsonl"
 # Fields that may change between invocations on one workdir: they select runs, not how a run is done.
-RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "keep_checkpoints")
+RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "oracle_budgets", "oracle_resolution", "keep_checkpoints")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +34,13 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.strategy.replace(':', '-')}_b{self.budget:g}_s{self.seed}"
+        return f"{self.strategy.replace(':', '-').replace('/', '-')}_b{self.budget:g}_s{self.seed}"
 
 
 def plan(config: ExperimentConfig) -> list[RunSpec]:
     """Every run of the config, budgets outermost, then seeds, then strategies."""
     return [RunSpec(strategy, budget, seed) for budget in config.budgets for seed in config.seeds
-            for strategy in config.strategy_list]
+            for strategy in config.strategies_at(budget)]
 
 
 def read_records(workdir: str) -> list[ExperimentRecord]:

@@ -62,11 +62,36 @@ def paired_difference(records: list[ExperimentRecord], strategy: str, other: str
     return PairedDifference(mean, mean - half, mean + half, n, needed)
 
 
+def is_oracle_grid(strategy: str) -> bool:
+    """A fixed-share allocation of the oracle's grid (not a heuristic one would use blind)."""
+    return strategy.startswith("shares:")
+
+
+def is_heuristic(strategy: str) -> bool:
+    return strategy != "taba" and not is_oracle_grid(strategy)
+
+
 def best_heuristic(summary, budget: float) -> tuple[str, float]:
-    """The heuristic (any strategy but taba) with the highest mean Delta_m at `budget`."""
-    candidates = [(mean, s) for (s, b), (mean, _, _) in summary.items() if b == budget and s != "taba"]
+    """The heuristic with the highest mean Delta_m at `budget` (best in hindsight)."""
+    candidates = [(mean, s) for (s, b), (mean, _, _) in summary.items() if b == budget and is_heuristic(s)]
     mean, strategy = max(candidates)
     return strategy, mean
+
+
+def oracle(summary, budget: float) -> tuple[str, float] | None:
+    """The fixed-share allocation with the best mean Delta_m at `budget` (None if the grid did not run)."""
+    candidates = [(mean, s) for (s, b), (mean, _, _) in summary.items() if b == budget and is_oracle_grid(s)]
+    if not candidates:
+        return None
+    mean, strategy = max(candidates)
+    return strategy, mean
+
+
+def oracle_fraction(strategy_mean: float, baseline_mean: float, oracle_mean: float) -> float | None:
+    """(Delta_m(s) - Delta_m(equal_budget)) / (Delta_m(oracle) - Delta_m(equal_budget)); None if the
+    oracle gains nothing over equal_budget."""
+    gain = oracle_mean - baseline_mean
+    return None if gain <= 0 else (strategy_mean - baseline_mean) / gain
 
 
 def budget_to_match(budgets, taba_means, target: float) -> float | None:
@@ -83,7 +108,7 @@ def budget_to_match(budgets, taba_means, target: float) -> float | None:
 
 def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], references: Sequence[dict] = ()) -> str:
     summary = summarize(records)
-    strategies = list(dict.fromkeys(r.strategy for r in records))
+    strategies = [s for s in dict.fromkeys(r.strategy for r in records) if not is_oracle_grid(s)]
     budgets = sorted({float(r.budget) for r in records})
     best = {b: max(summary[s, b][0] for s in strategies if (s, b) in summary) for b in budgets}
     lines = [f"# {title}", "",
@@ -133,6 +158,7 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
                     f"not resolved (≈ {diff.seeds_to_resolve} seeds needed)" if diff.seeds_to_resolve else "no difference"
                 lines.append(f"| {b:g} | {other} | {diff.mean:+.2f} | [{diff.low:+.2f}, {diff.high:+.2f}] | "
                              f"{diff.seeds} | {verdict} |")
+    lines += _oracle_lines(summary, strategies, budgets)
     taba_runs = [r for r in records if r.taba is not None]
     if taba_runs:
         affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)
@@ -158,6 +184,28 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
     return "\n".join(lines)
 
 
+def _oracle_lines(summary, strategies, budgets) -> list[str]:
+    """The oracle (best fixed-share allocation in hindsight) per budget where its grid ran, and each
+    strategy's fraction of the oracle's gain over equal_budget."""
+    lines = []
+    for b in budgets:
+        best = oracle(summary, b)
+        if best is None or ("equal_budget", b) not in summary:
+            continue
+        name, mean = best
+        baseline = summary["equal_budget", b][0]
+        grid = sum(1 for (s, x) in summary if x == b and is_oracle_grid(s))
+        lines += ["", f"Oracle at budget {b:g}: the best of {grid} fixed-share allocations is `{name}` "
+                  f"(Δm {mean:+.2f}; equal_budget {baseline:+.2f}). Fraction of the oracle's gain over equal_budget:",
+                  "", "| strategy | Δm | fraction of the oracle's gain |", "|---|---:|---:|"]
+        for s in strategies:
+            if (s, b) in summary:
+                fraction = oracle_fraction(summary[s, b][0], baseline, mean)
+                cell = "– (oracle gains nothing)" if fraction is None else f"{fraction:.0%}"
+                lines.append(f"| {s} | {summary[s, b][0]:+.2f} | {cell} |")
+    return lines
+
+
 def settings_markdown(records_by_setting: dict[str, list[ExperimentRecord]]) -> str:
     """One table over settings: the best heuristic at each budget, its Delta_m and TABA's, so that
     one can see whether the best heuristic differs between settings and where TABA stands."""
@@ -166,8 +214,9 @@ def settings_markdown(records_by_setting: dict[str, list[ExperimentRecord]]) -> 
     for setting, records in records_by_setting.items():
         summary = summarize(records)
         for b in sorted({float(r.budget) for r in records}):
-            ranked = sorted(((m, s) for (s, x), (m, _, _) in summary.items() if x == b), reverse=True)
-            heuristics = [(m, s) for m, s in ranked if s != "taba"]
+            ranked = sorted(((m, s) for (s, x), (m, _, _) in summary.items() if x == b and not is_oracle_grid(s)),
+                            reverse=True)
+            heuristics = [(m, s) for m, s in ranked if is_heuristic(s)]
             (_, best), runner_up = heuristics[0], heuristics[1][1] if len(heuristics) > 1 else "–"
             taba_rank = [s for _, s in ranked].index("taba") + 1 if ("taba", b) in summary else None
             cell = lambda s: f"{summary[s, b][0]:+.2f} ± {summary[s, b][1]:.2f}"  # noqa: E731
@@ -201,12 +250,12 @@ def _plots(records, workdir, tasks, title):
     import matplotlib.pyplot as plt
 
     summary = summarize(records)
-    strategies = list(dict.fromkeys(r.strategy for r in records))
+    strategies = [s for s in dict.fromkeys(r.strategy for r in records) if not is_oracle_grid(s)]
     budgets = sorted({float(r.budget) for r in records})
 
     # Strategies far below the best (single-task ones leave other heads untrained) would flatten
     # the interesting part of the plot; they are named under it instead.
-    best = {b: max(m for (_, x), (m, _, _) in summary.items() if x == b) for b in budgets}
+    best = {b: max(m for (s, x), (m, _, _) in summary.items() if x == b and not is_oracle_grid(s)) for b in budgets}
     shown = [s for s in strategies if s == "taba" or all(summary[s, b][0] > best[b] - OFF_SCALE
                                                          for b in budgets if (s, b) in summary)]
     fig, ax = plt.subplots(figsize=(8, 4.8))

@@ -155,3 +155,29 @@ def test_paired_difference_cancels_seed_noise_and_says_when_it_is_real():
     text = report.markdown(records, "t", ["a"])
     assert "| 100 | equal_budget | +1.00 | [+1.00, +1.00] | 4 | **real**: TABA better |" in text
     assert "| 100 | random_pairs | +0.50 |" in text and "not resolved (≈ 6 seeds needed)" in text
+
+
+def test_oracle_is_the_best_fixed_share_allocation_and_fractions_of_its_gain():
+    records = [record("equal_budget", s, -10.0) for s in (0, 1)] + [record("taba", s, -4.0) for s in (0, 1)]
+    records += [record("random_pairs", s, -12.0) for s in (0, 1)]
+    records += [record("shares:2/0:shared", s, -2.0) for s in (0, 1)] + [record("shares:1/1:shared", s, -10.0)
+                                                                          for s in (0, 1)]
+    summary = report.summarize(records)
+    assert report.oracle(summary, 100.0) == ("shares:2/0:shared", -2.0)
+    assert report.best_heuristic(summary, 100.0) == ("equal_budget", -10.0)  # the grid is no heuristic
+    assert report.oracle_fraction(-4.0, -10.0, -2.0) == pytest.approx(0.75)
+    text = report.markdown(records, "t", ["a"])
+    assert "the best of 2 fixed-share allocations is `shares:2/0:shared`" in text
+    assert "| taba | -4.00 | 75% |" in text and "| random_pairs | -12.00 | -25% |" in text
+    assert "| shares:" not in text.split("Oracle at budget")[0]  # the main table lists no grid points
+
+
+def test_plan_adds_the_share_grid_at_the_oracle_budgets():
+    config = tiny_config(oracle_budgets=(520,), oracle_resolution=2, strategies=("equal_budget",), seeds=(0,))
+    runs = experiment.plan(config)
+    assert [r.strategy for r in runs if r.budget == 260] == ["equal_budget"]
+    assert sorted(r.strategy for r in runs if r.budget == 520) == sorted(
+        ["equal_budget", "shares:2/0:shared", "shares:1/1:shared", "shares:0/2:shared", "shares:2/0:disjoint",
+         "shares:1/1:disjoint", "shares:0/2:disjoint"])
+    with pytest.raises(ConfigError, match=r"config.oracle_budgets: must be among config.budgets"):
+        tiny_config(oracle_budgets=(999,))

@@ -11,13 +11,40 @@ from taba_jax.budget import information as info_lib
 from taba_jax.budget.problem import Allocation, BudgetProblem
 
 HEURISTICS = ("equal_budget", "equal_count_disjoint", "equal_count_shared", "random_pairs")
-STRATEGIES = ("single_task:<task>",) + HEURISTICS + ("taba",)
+STRATEGIES = ("single_task:<task>",) + HEURISTICS + ("taba", "shares:<w_1>/.../<w_T>:<shared|disjoint>")
+SHARE_MODES = ("shared", "disjoint")
 _SLACK = 1e-10  # relative budget slack so that e.g. 3 labels at 10/3 fit a budget of 10 in float64
 
 
 def strategy_names(task_names) -> list[str]:
     """Every strategy for tasks `task_names`: single_task:<t> for each task, the heuristics and taba."""
     return [f"single_task:{t}" for t in task_names] + list(HEURISTICS) + ["taba"]
+
+
+def share_strategies(num_tasks: int, resolution: int, modes=SHARE_MODES) -> list[str]:
+    """The fixed-share grid of the best-in-hindsight oracle: every split of the budget into
+    `resolution` equal parts over the tasks (the simplex at step 1/resolution), for each image mode."""
+    def splits(parts, tasks):
+        if tasks == 1:
+            yield (parts,)
+            return
+        for first in range(parts, -1, -1):
+            for rest in splits(parts - first, tasks - 1):
+                yield (first,) + rest
+    return [f"shares:{'/'.join(map(str, w))}:{mode}" for mode in modes for w in splits(resolution, num_tasks)]
+
+
+def parse_shares(strategy: str, num_tasks: int) -> tuple[np.ndarray, bool]:
+    """`shares:2/1/1:shared` -> (money fractions (T,), shared images?); ValueError if malformed."""
+    try:
+        _, weights, mode = strategy.split(":")
+        weights = np.array([float(w) for w in weights.split("/")])
+    except ValueError:
+        raise ValueError(f"strategy {strategy!r} must look like shares:<w_1>/.../<w_T>:<shared|disjoint>") from None
+    if len(weights) != num_tasks or (weights < 0).any() or weights.sum() <= 0 or mode not in SHARE_MODES:
+        raise ValueError(f"strategy {strategy!r} needs {num_tasks} non-negative weights, not all zero, and a mode "
+                         f"in {SHARE_MODES}")
+    return weights / weights.sum(), mode == "shared"
 
 
 def allocate(problem: BudgetProblem, strategy: str, *, seed: int = 0,
@@ -46,6 +73,9 @@ def allocate(problem: BudgetProblem, strategy: str, *, seed: int = 0,
         fill = functools.partial(_single_task, task=problem.task_index(strategy.split(":", 1)[1]))
     elif strategy in HEURISTICS:
         fill = _HEURISTIC_FILLS[strategy]
+    elif strategy.startswith("shares:"):
+        fractions, shared = parse_shares(strategy, problem.num_tasks)
+        fill = functools.partial(_fixed_shares, fractions=fractions, shared=shared)
     else:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
     labels = greedy.initial_labels(problem, initial)
@@ -78,6 +108,20 @@ def _equal_budget(problem, labels, remaining, generator):
     share = remaining / problem.num_tasks
     for task, cost in enumerate(problem.costs):
         _label_least_labeled(labels, task, _affordable(problem, share, cost), generator)
+
+
+def _fixed_shares(problem, labels, remaining, generator, *, fractions, shared):
+    """A fixed fraction of the money per task; `shared`: the tasks label the same images as far as
+    their counts allow (one random order, every task from its start), else disjoint images."""
+    counts = [_affordable(problem, remaining * f, c) for f, c in zip(fractions, problem.costs)]
+    if not shared:
+        for task, count in enumerate(counts):
+            _label_least_labeled(labels, task, count, generator)
+        return
+    order = generator.permutation(problem.num_images)
+    for task, count in enumerate(counts):
+        lacking = order[~labels[order, task]]
+        labels[lacking[:count], task] = True
 
 
 def _equal_count_disjoint(problem, labels, remaining, generator):

@@ -98,3 +98,19 @@ def test_bad_arguments_are_refused(strategy, kwargs, message):
     problem = BudgetProblem(["a", "b"], [1, 1], 10, 5)
     with pytest.raises((ValueError, TypeError), match=message):
         allocate(problem, strategy, **kwargs)
+
+
+def test_share_grid_covers_the_simplex_and_fixed_shares_buy_their_fractions():
+    from taba_jax.budget.strategies import share_strategies
+    grid = share_strategies(3, 4)
+    assert len(grid) == 2 * 15 and "shares:2/1/1:shared" in grid and "shares:0/0/4:disjoint" in grid
+    problem = BudgetProblem(["a", "b", "c"], [10.0, 3.0, 3.0], 200, 1200.0)
+    shared = allocate(problem, "shares:2/1/1:shared", seed=0)
+    disjoint = allocate(problem, "shares:2/1/1:disjoint", seed=0)
+    for allocation in (shared, disjoint):
+        np.testing.assert_array_equal(allocation.counts, [60, 100, 100])  # 600 / 10, 300 / 3, 300 / 3
+    # shared: the 60 images of a are among the 100 of b and c, which are the same images
+    assert (shared.labels[:, 0] <= shared.labels[:, 1]).all() and (shared.labels[:, 1] == shared.labels[:, 2]).all()
+    assert disjoint.labels.sum(axis=1).max() == 2  # 260 labels over 200 images: as few per image as possible
+    with pytest.raises(ValueError, match="needs 3 non-negative weights"):
+        allocate(problem, "shares:1/1:shared")
