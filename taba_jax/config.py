@@ -361,6 +361,8 @@ class ExperimentConfig(ProblemFields, DataFields):
     oracle_budgets: tuple[float, ...] = ()  # budgets where the fixed-share grid (the oracle) also runs
     oracle_resolution: int = 4  # the grid's step: every split of the budget into this many equal parts
     keep_checkpoints: bool = False  # keep each finished run's checkpoints (else deleted; results stay)
+    workers: int = 1  # runs in parallel worker processes (1 = one after another in this process)
+    threads_per_worker: int = 1  # XLA CPU intra-op threads of each worker process
     taba: TabaConfig = TabaConfig()
     train: TrainConfig = TrainConfig()
 
@@ -368,6 +370,7 @@ class ExperimentConfig(ProblemFields, DataFields):
         ProblemFields.__post_init__(self)
         DataFields.__post_init__(self)
         require_names((self.setting,), "setting")
+        require_positive(self, "workers", "threads_per_worker")
         require(len(self.budgets) > 0 and all(b >= 0 for b in self.budgets), "budgets",
                 f"must be non-negative budgets, got {self.budgets!r}")
         require(len(self.seeds) > 0 and all(s >= 0 for s in self.seeds), "seeds",

@@ -5,6 +5,7 @@ and plots (`taba_jax.report`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from taba_jax import io_utils, report, taba, train_job
+from taba_jax import executors, io_utils, report, taba, train_job
 from taba_jax.budget import BudgetProblem, allocate
 from taba_jax.config import ExperimentConfig, to_json
 from taba_jax.data.dataset import MultiTaskDataset
@@ -23,7 +24,8 @@ from taba_jax.train import train_and_evaluate
 
 RESULTS_FILE = "results.jsonl"
 # Fields that may change between invocations on one workdir: they select runs, not how a run is done.
-RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "oracle_budgets", "oracle_resolution", "keep_checkpoints")
+RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "oracle_budgets", "oracle_resolution", "keep_checkpoints",
+                        "workers", "threads_per_worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +49,12 @@ def read_records(workdir: str) -> list[ExperimentRecord]:
     return [ExperimentRecord.from_json(r) for r in io_utils.read_jsonl(os.path.join(workdir, RESULTS_FILE))]
 
 
-def run(config: ExperimentConfig, workdir: str, progress: bool = True) -> list[ExperimentRecord]:
+def run(config: ExperimentConfig, workdir: str, progress: bool = True,
+        executor: executors.Executor | None = None) -> list[ExperimentRecord]:
     """Runs every unfinished run of `config`, then writes the report and plots; returns all records
-    of this setting. Killing and re-running resumes: finished runs are skipped (their line is in
-    results.jsonl), a half-finished one restarts from its last checkpoint."""
+    of this setting. Runs execute on `executor` (default: `config.workers` processes); this process
+    is the only writer of results.jsonl and appends each run as it finishes. Killing and re-running
+    resumes: finished runs are skipped, a half-finished one restarts from its last checkpoint."""
     tasks = train_job.check_tasks(config)
     train_job.make_workdir(workdir)
     _check_same_config(config, workdir)
@@ -61,18 +65,48 @@ def run(config: ExperimentConfig, workdir: str, progress: bool = True) -> list[E
     runs = plan(config)
     todo = [r for r in runs if (config.setting, r.strategy, r.budget, r.seed) not in done]
     print(f"setting {config.setting!r}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
-    dataset = train_job.load_dataset(config, workdir)
-    for number, spec in enumerate(todo, 1):
-        print(f"[{number}/{len(todo)}] {spec.strategy} budget {spec.budget:g} seed {spec.seed}", flush=True)
-        reference = _reference(dataset, config, spec.seed, workdir, progress)
-        record = _run_one(dataset, spec, reference, config, workdir, progress)
-        io_utils.append_jsonl(results_path, record.to_json())
+    dataset = train_job.load_dataset(config, workdir)  # generated once; workers read its cache
+    executor = executor or executors.make_executor(config.workers, config.threads_per_worker)
+    in_process = isinstance(executor, executors.InProcess)
+    shared = (dataset, progress) if in_process else (None, False)  # workers load the cached dataset
+    missing = sorted({r.seed for r in todo if not os.path.exists(_reference_path(workdir, r.seed))})
+    for seed, _ in executor.map_unordered(functools.partial(_reference_job, config, workdir, *shared), missing):
+        print(f"full-supervision reference of seed {seed} trained", flush=True)
+    job = functools.partial(_run_job, config, workdir, *shared)
+    for number, (spec, record) in enumerate(executor.map_unordered(job, todo), 1):
+        io_utils.append_jsonl(results_path, record)
+        print(f"[{number}/{len(todo)}] {spec.strategy} budget {spec.budget:g} seed {spec.seed}: "
+              f"Δm {record['delta_m']:+.2f} in {record['wall_seconds']:.0f} s", flush=True)
     records = [r for r in read_records(workdir) if r.setting == config.setting]
     references = [_load_json(_reference_path(workdir, seed)) for seed in sorted({r.seed for r in records})]
     report.write(records, workdir, title=f"Setting `{config.setting}`: tasks {', '.join(config.tasks)}, costs "
                  f"{', '.join(f'{c:g}' for c in config.costs)}, pool {len(dataset.train)} images, "
                  f"{config.image_size}x{config.image_size}", tasks=[t.name for t in tasks], references=references)
     return records
+
+
+def _job_dataset(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset | None) -> MultiTaskDataset:
+    return dataset if dataset is not None else train_job.load_dataset(config, workdir)
+
+
+def _reference_job(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset | None, progress: bool,
+                   seed: int) -> str:
+    """Trains the full-supervision reference of `seed`; returns its results.json path."""
+    dataset = _job_dataset(config, workdir, dataset)
+    path = _reference_path(workdir, seed)
+    directory = os.path.dirname(path)
+    everything = {t: np.arange(len(dataset.train)) for t in config.tasks}
+    results = train_and_evaluate(dataset, everything, config.train, directory, seed=seed, progress=progress)
+    _drop_checkpoints(directory, config)
+    io_utils.write_json(path, results)
+    return path
+
+
+def _run_job(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset | None, progress: bool,
+             spec: RunSpec) -> dict:
+    """One run, as the JSON of its record (what a worker sends back)."""
+    reference = {t: m["primary"] for t, m in _load_json(_reference_path(workdir, spec.seed))["metrics"].items()}
+    return _run_one(_job_dataset(config, workdir, dataset), spec, reference, config, workdir, progress).to_json()
 
 
 def _load_json(path: str) -> dict:
@@ -97,19 +131,6 @@ def _check_same_config(config: ExperimentConfig, workdir: str) -> None:
 
 def _reference_path(workdir: str, seed: int) -> str:
     return os.path.join(workdir, "reference", f"seed{seed}", "results.json")
-
-
-def _reference(dataset: MultiTaskDataset, config: ExperimentConfig, seed: int, workdir: str, progress: bool) -> dict:
-    """Primary metric per task of the full-supervision model for `seed` (trained once, then cached)."""
-    path = _reference_path(workdir, seed)
-    if not os.path.exists(path):
-        directory = os.path.dirname(path)
-        print(f"training the full-supervision reference for seed {seed}", flush=True)
-        everything = {t: np.arange(len(dataset.train)) for t in config.tasks}
-        results = train_and_evaluate(dataset, everything, config.train, directory, seed=seed, progress=progress)
-        _drop_checkpoints(directory, config)
-        io_utils.write_json(path, results)
-    return {t: m["primary"] for t, m in _load_json(path)["metrics"].items()}
 
 
 def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: ExperimentConfig, workdir: str,

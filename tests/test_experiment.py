@@ -10,7 +10,7 @@ import time
 import pytest
 
 from taba_jax import config as cfg
-from taba_jax import experiment, io_utils, report
+from taba_jax import executors, experiment, io_utils, report
 from taba_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,3 +181,18 @@ def test_plan_adds_the_share_grid_at_the_oracle_budgets():
          "shares:1/1:disjoint", "shares:0/2:disjoint"])
     with pytest.raises(ConfigError, match=r"config.oracle_budgets: must be among config.budgets"):
         tiny_config(oracle_budgets=(999,))
+
+
+def test_parallel_workers_write_the_same_records_as_one_process(tmp_path):
+    config = tiny_config(strategies=("equal_budget", "single_task:depth"), budgets=(260,), seeds=(0, 1))
+    sequential = experiment.run(config, str(tmp_path / "one"), progress=False, executor=executors.InProcess())
+    parallel = experiment.run(dataclasses.replace(config, workers=2), str(tmp_path / "two"), progress=False)
+    assert len(parallel) == 4 and {r.key for r in parallel} == {r.key for r in sequential}
+    by_key = {r.key: r for r in sequential}
+    for r in parallel:
+        assert r.labels == by_key[r.key].labels
+        assert r.delta_m == pytest.approx(by_key[r.key].delta_m, rel=1e-5, abs=1e-6)
+        for task, metrics in r.metrics.items():
+            assert metrics["primary"] == pytest.approx(by_key[r.key].metrics[task]["primary"], rel=1e-5, abs=1e-6)
+    lines = (tmp_path / "two" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line) for line in lines)
