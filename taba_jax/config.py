@@ -268,14 +268,21 @@ class TabaConfig:
 class DataFields:
     """Which dataset (top-level fields of a job config)."""
 
-    dataset: str = "synthetic"  # the embedded synthetic scenes (no download)
+    dataset: str = "synthetic"  # the embedded synthetic scenes (no download), or a TFDS builder's name
     num_images: int = 3000  # synthetic: scenes generated, split train/validation/test = 80/10/10 %
-    image_size: int = 32
+    image_size: int = 32  # images (and dense targets) are brought to image_size x image_size
     data_seed: int = 0
     cache_data: bool = True  # keep the generated scenes in <workdir>/data_cache
+    manual_dir: str | None = None  # TFDS datasets: the raw files you downloaded (docs/datasets.md)
+    data_dir: str | None = None  # TFDS datasets: where the built dataset is written and read
 
     def __post_init__(self):
-        require(self.dataset == "synthetic", "dataset", f"must be 'synthetic', got {self.dataset!r}")
+        from taba_jax.data.builders import DATASETS
+        choices = ("synthetic",) + tuple(DATASETS)
+        require(self.dataset in choices, "dataset", f"must be one of {choices}, got {self.dataset!r}")
+        if self.dataset != "synthetic":
+            require(self.manual_dir is not None, "manual_dir", f"is required for dataset {self.dataset!r}: the "
+                    "directory with the files you downloaded (see docs/datasets.md)")
         require(self.num_images >= 10, "num_images", f"must be at least 10, got {self.num_images!r}")
         require(self.image_size >= 8, "image_size", f"must be at least 8, got {self.image_size!r}")
         require_positive(self, "data_seed", allow_zero=True)

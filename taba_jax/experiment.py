@@ -55,7 +55,7 @@ def run(config: ExperimentConfig, workdir: str, progress: bool = True,
     of this setting. Runs execute on `executor` (default: `config.workers` processes); this process
     is the only writer of results.jsonl and appends each run as it finishes. Killing and re-running
     resumes: finished runs are skipped, a half-finished one restarts from its last checkpoint."""
-    tasks = train_job.check_tasks(config)
+    train_job.check_tasks(config)
     train_job.make_workdir(workdir)
     _check_same_config(config, workdir)
     results_path = os.path.join(workdir, RESULTS_FILE)
@@ -81,7 +81,7 @@ def run(config: ExperimentConfig, workdir: str, progress: bool = True,
     references = [_load_json(_reference_path(workdir, seed)) for seed in sorted({r.seed for r in records})]
     report.write(records, workdir, title=f"Setting `{config.setting}`: tasks {', '.join(config.tasks)}, costs "
                  f"{', '.join(f'{c:g}' for c in config.costs)}, pool {len(dataset.train)} images, "
-                 f"{config.image_size}x{config.image_size}", tasks=[t.name for t in tasks], references=references)
+                 f"{config.image_size}x{config.image_size}", tasks=list(config.tasks), references=references)
     return records
 
 

@@ -85,13 +85,29 @@ def load_reference(path: str, tasks: list[str], field: str = "config.reference")
 
 
 def load_dataset(config, workdir: str) -> MultiTaskDataset:
-    """The dataset a job config names, restricted to its tasks."""
-    return synthetic.synthetic_dataset(config.num_images, config.image_size, config.data_seed, tasks=config.tasks,
-                                       cache_dir=os.path.join(workdir, "data_cache") if config.cache_data else None)
+    """The dataset a job config names, restricted to its tasks: the synthetic scenes, or a TFDS
+    dataset built from `config.manual_dir` on first use and held in memory."""
+    if config.dataset == "synthetic":
+        return synthetic.synthetic_dataset(config.num_images, config.image_size, config.data_seed,
+                                           tasks=config.tasks,
+                                           cache_dir=os.path.join(workdir, "data_cache") if config.cache_data else None)
+    from taba_jax.data import tfds_datasets
+    from taba_jax.data.builders.common import DataError
+    data_dir = config.data_dir or os.path.join(workdir, "tfds")
+    try:
+        built = tfds_datasets.build(config.dataset, config.manual_dir, data_dir)
+        return tfds_datasets.to_memory(built, config.tasks, config.image_size, seed=config.data_seed)
+    except (DataError, ValueError) as e:
+        raise ConfigError("config.dataset", f"{config.dataset}: {e}") from None
 
 
-def check_tasks(config) -> list[TaskSpec]:
-    """The task specs of the job's tasks (known before any data exists)."""
+def check_tasks(config) -> list[TaskSpec] | None:
+    """The task specs of the job's tasks where they are known before any data is read (the
+    synthetic scenes); None for a TFDS dataset (its tasks are checked when it is built)."""
+    if config.dataset != "synthetic":
+        if not os.path.isdir(config.manual_dir):
+            raise ConfigError("config.manual_dir", f"no such directory: {config.manual_dir!r}")
+        return None
     try:
         return synthetic.task_specs(config.tasks)
     except ValueError as e:
@@ -100,14 +116,18 @@ def check_tasks(config) -> list[TaskSpec]:
 
 def run(config: TrainJobConfig, workdir: str, progress: bool = True) -> dict:
     """Runs the job; returns what it writes to `<workdir>/results.json`."""
-    tasks = check_tasks(config)
+    check_tasks(config)
     check_workdir(workdir)
-    pool = split_sizes(config.num_images)["train"]
-    allocation = load_allocation(config.allocation, config.tasks, pool) if config.allocation else None
+    synthetic_pool = split_sizes(config.num_images)["train"] if config.dataset == "synthetic" else None
+    if config.allocation and synthetic_pool is not None:
+        load_allocation(config.allocation, config.tasks, synthetic_pool)  # checked before any data exists
     reference = load_reference(config.reference, config.tasks) if config.reference else None
 
     make_workdir(workdir)
     dataset = load_dataset(config, workdir)
+    tasks = dataset.task_specs(config.tasks)
+    pool = len(dataset.train)
+    allocation = load_allocation(config.allocation, config.tasks, pool) if config.allocation else None
     if allocation is None:
         problem = BudgetProblem(config.tasks, config.costs, pool, config.budget)
         if config.strategy == "taba":

@@ -14,12 +14,16 @@ import dataclasses
 import inspect
 import os
 
+import numpy as np
 import tensorflow_datasets as tfds
 
+from taba_jax import rng
 from taba_jax.data import builders
 from taba_jax.data.builders.common import DataError
+from taba_jax.data.dataset import MultiTaskDataset, Split
 from taba_jax.data.reader import SplitReader
 from taba_jax.data.targets import TargetSpec
+from taba_jax.tasks import KINDS, TaskSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,3 +82,45 @@ def build(name: str, manual_dir, data_dir, **options) -> BuiltDataset:
     builder.download_and_prepare(file_format="array_record",
                                  download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return open_dataset(builder.data_dir)
+
+
+def _encode_invalid(target: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarray:
+    """A reader's (target, mask) as one array in the encoding of `taba_jax.tasks`: masked class ids
+    become -1, masked float values NaN (a per-class multilabel mask invalidates its example)."""
+    if kind == "segmentation":
+        return np.where(mask, target, -1).astype(np.int32)
+    mask = np.asarray(mask, bool)
+    if kind == "multilabel":
+        mask = mask.all(axis=-1)
+    mask = mask.reshape(mask.shape + (1,) * (target.ndim - mask.ndim))
+    return np.where(mask, target, np.nan).astype(np.float32)
+
+
+def to_memory(dataset: BuiltDataset, tasks, image_size: int, validation_fraction: float = 0.1,
+              seed: int = 0) -> MultiTaskDataset:
+    """The whole built dataset in memory as a MultiTaskDataset (images resized to image_size²),
+    for datasets that fit (NYUv2, PASCAL); its train split is the pool an allocation buys labels in.
+    A dataset without a validation split gets one carved from train with the seed's `split` stream."""
+    targets = dataset.targets
+    unknown = [t for t in tasks if t not in targets]
+    if unknown:
+        raise ValueError(f"{dataset.name} has no tasks {unknown}; it serves {list(targets)}")
+    unsupported = [t for t in tasks if targets[t].kind not in KINDS]
+    if unsupported:
+        raise ValueError(f"tasks {unsupported} of kind {[targets[t].kind for t in unsupported]} cannot be trained yet")
+    specs = [TaskSpec(t, targets[t].kind, targets[t].outputs) for t in tasks]
+
+    def read(split):
+        reader = dataset.reader(split, list(tasks))
+        batch = reader.batch(range(len(reader)), size=(image_size, image_size))
+        return Split(batch["image"].astype(np.float32),
+                     {t: _encode_invalid(batch[t], batch[f"{t}_mask"], targets[t].kind) for t in tasks})
+
+    splits = {name: read(name) for name in ("train", "validation", "test") if name in dataset.splits}
+    if "validation" not in splits:
+        train = splits["train"]
+        order = rng.numpy_rng(seed, "split").permutation(len(train))
+        count = max(1, int(round(validation_fraction * len(train))))
+        pick = lambda idx: Split(train.images[idx], {t: v[idx] for t, v in train.targets.items()})  # noqa: E731
+        splits["validation"], splits["train"] = pick(np.sort(order[:count])), pick(np.sort(order[count:]))
+    return MultiTaskDataset(tuple(specs), splits)

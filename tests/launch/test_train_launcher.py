@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -100,3 +101,28 @@ def test_allocation_of_another_pool_or_tasks_is_refused(tmp_path):
     result = run_launcher(tmp_path / "w", f"--config.allocation={tmp_path / 'a.npz'}", "--config.tasks=segment,depth",
                           "--config.costs=10,3")
     assert result.returncode == 1 and "has tasks ['segment', 'depth', 'normal', 'edge'], config.tasks is" in result.stderr
+
+
+def test_train_on_a_tfds_dataset_built_from_its_raw_files(tmp_path):
+    """NYUv2 in the MTAN/LibMTL .npy layout (a fixture tree), built on first use and trained on."""
+    spec = importlib.util.spec_from_file_location("nyu_fixture", os.path.join(ROOT, "tests", "data",
+                                                                             "test_builders_nyuv2.py"))
+    fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixture)
+    fixture.write_tree(str(tmp_path / "raw"), sizes=(("train", 6), ("val", 2)))
+    args = ["--config.dataset=nyuv2_multitask", f"--config.manual_dir={tmp_path / 'raw'}",
+            "--config.tasks=segmentation,depth,normal", "--config.costs=10,3,3", "--config.image_size=8",
+            "--config.strategy=equal_count_shared", "--config.budget=1e9", "--config.train.num_steps=2",
+            "--config.train.batch_size=2", "--config.train.widths=8"]
+    result = run_launcher(tmp_path / "w", *args, tiny=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert results["allocation"]["labels"] == {"segmentation": 5, "depth": 5, "normal": 5}  # 6 train, 1 validation
+    assert set(results["metrics"]) == {"segmentation", "depth", "normal"}
+    assert (tmp_path / "w" / "tfds" / "nyuv2_multitask").is_dir()
+    missing = run_launcher(tmp_path / "w2", *args[:1], f"--config.manual_dir={tmp_path / 'none'}", *args[2:],
+                           tiny=False)
+    assert missing.returncode == 1 and "config.manual_dir: no such directory" in missing.stderr
+    wrong = run_launcher(tmp_path / "w3", *args[:2], "--config.tasks=segmentation,sky", "--config.costs=10,3",
+                         *args[4:], tiny=False)
+    assert wrong.returncode == 1 and "nyuv2_multitask has no tasks ['sky']" in wrong.stderr
