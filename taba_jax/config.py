@@ -186,6 +186,7 @@ class TrainConfig:
     widths: tuple[int, ...] = (16, 32, 64)  # channels of the encoder stages
     blocks: int = 1  # residual blocks per stage
     task_weights: tuple[float, ...] | None = None  # one per task (or one for all); None = all 1
+    weighting: str = "equal"  # multi-task method (taba_jax.mtl.weighting): equal, uncertainty, dwa, gradnorm, ...
     checkpoint_every: int = 100
     log_every: int = 25
     eval_batch_size: int = 256
@@ -200,6 +201,15 @@ class TrainConfig:
         if self.task_weights is not None:
             require(all(w >= 0 for w in self.task_weights) and sum(self.task_weights) > 0, "task_weights",
                     f"must be non-negative and not all zero, got {self.task_weights!r}")
+        from taba_jax.mtl.weighting import METHODS
+        require(self.weighting in METHODS, "weighting", f"must be one of {sorted(METHODS)}, got {self.weighting!r}")
+        require(self.weighting == "equal" or self.task_weights is None, "task_weights",
+                f"applies to weighting='equal' only; {self.weighting!r} sets its own weights")
+
+    def weighting_method(self):
+        """The taba_jax.mtl.weighting method, or None for the plain weighted sum of losses."""
+        from taba_jax.mtl import weighting
+        return None if self.weighting == "equal" else weighting.get(self.weighting)
 
     def weights_for(self, task_names) -> dict[str, float]:
         """Loss weight of each task."""

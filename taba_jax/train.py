@@ -40,7 +40,7 @@ from taba_jax import io_utils, rng
 from taba_jax.config import TrainConfig
 from taba_jax.data.dataset import MultiTaskDataset, Split
 from taba_jax.errors import TrainingDivergedError
-from taba_jax.models import build_model
+from taba_jax.models import build_model, shared_parameters
 from taba_jax.tasks import TaskSpec
 
 DEVICE_DATA_LIMIT_BYTES = 2 << 30  # train splits up to this size are put on the devices once
@@ -60,6 +60,8 @@ class TrainState(flax.struct.PyTreeNode):
     warmup_steps: jax.Array
     total_steps: jax.Array
     nonfinite_step: jax.Array  # int32: first step whose loss or gradient was not finite, -1 if none
+    weighting_state: Any = None  # the multi-task weighting method's state (taba_jax.mtl.weighting)
+    weighting_key: Any = None  # its random stream (PCGrad's task order), folded with the step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +70,9 @@ class StepDefinition:
 
     model: Any  # a flax linen module mapping images to {task: prediction}
     tasks: tuple[TaskSpec, ...]  # the trained tasks, in batch-group order
-    weights: tuple[float, ...]  # loss weight per trained task
+    weights: tuple[float, ...]  # loss weight per trained task (the plain weighted sum)
     batching: str
+    weighting: Any = None  # a taba_jax.mtl.weighting method instead of the plain weighted sum
 
 
 def _optimizer() -> optax.GradientTransformation:
@@ -93,10 +96,13 @@ def init_state(definition: StepDefinition, key: jax.Array, image_shape: tuple[in
     opt_state = _optimizer().init(params)
     opt_state.hyperparams["weight_decay"] = jnp.asarray(config.weight_decay, jnp.float32)
     as32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    method = definition.weighting
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                       peak_learning_rate=as32(config.learning_rate), warmup_steps=as32(config.warmup_steps),
                       total_steps=as32(max(config.num_steps, config.warmup_steps + 1)),
-                      nonfinite_step=jnp.full((), -1, jnp.int32))
+                      nonfinite_step=jnp.full((), -1, jnp.int32),
+                      weighting_state=None if method is None else method.init(len(definition.tasks)),
+                      weighting_key=None if method is None else jax.random.fold_in(key, 1))
 
 
 def task_losses(definition: StepDefinition, params, batch) -> dict[str, jax.Array]:
@@ -112,9 +118,10 @@ def task_losses(definition: StepDefinition, params, batch) -> dict[str, jax.Arra
     return losses
 
 
-def apply_gradients(state: TrainState, grads, loss: jax.Array) -> TrainState:
-    """One AdamW update; a non-finite loss or gradient leaves the state as it was and marks the step,
-    and once marked, the state stays frozen (the loop stops at its next check)."""
+def apply_gradients(state: TrainState, grads, loss: jax.Array, weighting_state=None) -> TrainState:
+    """One AdamW update (and the weighting method's new state); a non-finite loss or gradient leaves
+    the state as it was and marks the step, and once marked, the state stays frozen (the loop stops
+    at its next check)."""
     opt_state = state.opt_state._replace(
         hyperparams={**state.opt_state.hyperparams, "learning_rate": learning_rate(state)})
     updates, opt_state = _optimizer().update(grads, opt_state, state.params)
@@ -124,6 +131,7 @@ def apply_gradients(state: TrainState, grads, loss: jax.Array) -> TrainState:
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
     return state.replace(step=state.step + 1, params=keep(params, state.params),
                          opt_state=keep(opt_state, state.opt_state),
+                         weighting_state=keep(weighting_state, state.weighting_state),
                          nonfinite_step=jnp.where(ok | (state.nonfinite_step >= 0), state.nonfinite_step,
                                                   state.step + 1))
 
@@ -143,6 +151,9 @@ def gather_batch(definition: StepDefinition, data, indices: jax.Array) -> dict:
 
 
 def _step_on_batch(definition: StepDefinition, state: TrainState, batch) -> tuple[TrainState, dict]:
+    if definition.weighting is not None:
+        return _weighted_step(definition, state, batch)
+
     def total_loss(params):
         losses = task_losses(definition, params, batch)
         return sum(w * losses[t.name] for t, w in zip(definition.tasks, definition.weights)), losses
@@ -150,6 +161,31 @@ def _step_on_batch(definition: StepDefinition, state: TrainState, batch) -> tupl
     (loss, losses), grads = jax.value_and_grad(total_loss, has_aux=True)(state.params)
     metrics = {"loss": loss, "learning_rate": learning_rate(state), **{f"loss/{k}": v for k, v in losses.items()}}
     return apply_gradients(state, grads, loss), metrics
+
+
+def _weighted_step(definition: StepDefinition, state: TrainState, batch) -> tuple[TrainState, dict]:
+    """A step whose gradient a multi-task method combines from the per-task losses or gradients
+    (taba_jax.mtl.weighting); a task without a labeled example in the batch is absent."""
+    from taba_jax.mtl import weighting
+
+    names = [t.name for t in definition.tasks]
+
+    def loss_vector(params, batch):
+        losses = task_losses(definition, params, batch)
+        return jnp.stack([losses[n] for n in names])
+
+    if definition.batching == "joint":
+        present = jnp.stack([batch["masks"][n].sum() > 0 for n in names])
+    else:
+        present = jnp.ones(len(names), bool)
+    key = jax.random.fold_in(state.weighting_key, state.step)
+    grads, weighting_state, info = weighting.gradients(definition.weighting, state.weighting_state, loss_vector,
+                                                       state.params, batch, present, shared_parameters(state.params),
+                                                       key)
+    metrics = {"loss": info["loss"], "learning_rate": learning_rate(state),
+               **{f"loss/{n}": info["losses"][i] for i, n in enumerate(names)},
+               **{f"weight/{n}": info["weights"][i] for i, n in enumerate(names)}}
+    return apply_gradients(state, grads, info["loss"], weighting_state), metrics
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
@@ -339,7 +375,7 @@ class Trainer:
         weights = config.weights_for(names)
         self.model = build_model(self.all_tasks, config)
         self.definition = StepDefinition(self.model, tuple(self.tasks), tuple(weights[t.name] for t in self.tasks),
-                                         config.batching)
+                                         config.batching, config.weighting_method())
         self.mesh = data_mesh()
         if config.batch_size % jax.device_count():
             raise ValueError(f"config.train.batch_size={config.batch_size} must be divisible by the "

@@ -181,3 +181,18 @@ def test_four_devices_match_one_device(tmp_path):
         outputs[devices] = dict(np.load(out))
     for key in outputs[1]:
         np.testing.assert_allclose(outputs[1][key], outputs[4][key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad"])
+def test_multi_task_weighting_trains_and_resumes_with_its_state(dataset, tmp_path, weighting):
+    data = dataset.select_tasks(["segment", "depth"])
+    labeled = {"segment": np.arange(10), "depth": np.arange(90)}  # label counts differ 9x
+    config = tiny_config(weighting=weighting)
+    full = train.Trainer(data, labeled, config, str(tmp_path / "full")).train(progress=False)
+    train.Trainer(data, labeled, config, str(tmp_path / "resumed")).train(progress=False, until_step=4)
+    resumed = train.Trainer(data, labeled, config, str(tmp_path / "resumed")).train(progress=False)
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert all(np.isfinite(v) for v in full.final_losses.values())
+    scalars = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert {"weight/segment", "weight/depth"} <= set(scalars[-1])
