@@ -27,7 +27,8 @@ setuptools.setup(
         "scipy",  # .mat files of PASCAL-Context / PASCAL-Part
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # scikit-learn ships the real images (handwritten digits) of tests/test_learnability.py.
+        "test": ["pytest>=8", "hypothesis>=6.100", "scikit-learn>=1.3"],
         # PyTorch is only a yardstick for benchmarks/train_throughput.py, never a dependency.
         "benchmark": ["torch"],
     },

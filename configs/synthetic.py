@@ -12,9 +12,9 @@ def get_config():
     return cfg.to_config_dict(cfg.TrainJobConfig(
         tasks=("segment", "depth", "normal", "edge"),
         costs=(10.0, 3.0, 3.0, 3.0),
-        num_images=3000,  # train / validation / test = 80 / 10 / 10 %
-        image_size=32,
-        budget=6000.0,
+        num_images=1500,  # train / validation / test = 80 / 10 / 10 %
+        image_size=16,
+        budget=4000.0,
         strategy="equal_budget",  # or taba, single_task:<task>, equal_count_shared, ...
-        train=cfg.TrainConfig(num_steps=300, batch_size=32, widths=(16, 32, 64)),
+        train=cfg.TrainConfig(),  # the default recipe: 750 steps of 12 images per task
     ))

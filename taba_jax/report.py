@@ -14,9 +14,10 @@ from collections import defaultdict
 import numpy as np
 
 from taba_jax import io_utils
+from taba_jax.budget.strategies import parse_shares
 from taba_jax.records import ExperimentRecord
 
-PLOTS = ("delta_m_vs_budget.png", "labels_per_task.png", "affinity.png")
+PLOTS = ("delta_m_vs_budget.png", "labels_per_task.png", "affinity.png", "oracle_simplex.png")
 OFF_SCALE = 25.0  # Delta_m points below the best beyond which a strategy is left off the line plot
 
 
@@ -71,9 +72,11 @@ def is_heuristic(strategy: str) -> bool:
     return strategy != "taba" and not is_oracle_grid(strategy)
 
 
-def best_heuristic(summary, budget: float) -> tuple[str, float]:
-    """The heuristic with the highest mean Delta_m at `budget` (best in hindsight)."""
+def best_heuristic(summary, budget: float) -> tuple[str, float] | None:
+    """The heuristic with the highest mean Delta_m at `budget` (best in hindsight); None if none ran."""
     candidates = [(mean, s) for (s, b), (mean, _, _) in summary.items() if b == budget and is_heuristic(s)]
+    if not candidates:
+        return None
     mean, strategy = max(candidates)
     return strategy, mean
 
@@ -130,6 +133,9 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
               "|---:|---|---:|---:|---:|---:|"]
     has_taba = all(("taba", b) in summary for b in budgets)
     for b in budgets:
+        if best_heuristic(summary, b) is None:
+            lines.append(f"| {b:g} | – (no heuristic ran) | – | – | – | – |")
+            continue
         name, mean = best_heuristic(summary, b)
         if not has_taba:
             lines.append(f"| {b:g} | {name} | {mean:+.2f} | – | – | – |")
@@ -180,7 +186,7 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
                       f"{np.mean([ref['metrics'][t]['primary'] for ref in references]):.3f}" for t in tasks) + "."]
     wall = sum(r.wall_seconds for r in records)
     lines += ["", f"{len(records)} runs, {wall / 60:.1f} min of run time (references excluded).", "",
-              *(f"![{p}]({p})" for p in PLOTS if p != "affinity.png" or taba_runs), ""]
+              *(f"![{p}]({p})" for p in _plot_names(records, tasks)), ""]
     return "\n".join(lines)
 
 
@@ -224,6 +230,37 @@ def settings_markdown(records_by_setting: dict[str, list[ExperimentRecord]]) -> 
                          f"{cell('taba') if taba_rank else '–'} | "
                          f"{f'{taba_rank} of {len(ranked)}' if taba_rank else '–'} |")
     return "\n".join(lines) + "\n"
+
+
+def _plot_names(records, tasks) -> list[str]:
+    """The plots `write` makes for these records: the affinity map only with TABA runs, the oracle's
+    simplex map only for three tasks with a share grid."""
+    names = list(PLOTS[:2])
+    if any(r.taba is not None for r in records):
+        names.append(PLOTS[2])
+    if simplex_points(records, tasks):
+        names.append(PLOTS[3])
+    return names
+
+
+def simplex_points(records: list[ExperimentRecord], tasks: list[str]) -> dict[tuple[float, str], list]:
+    """For three tasks: per (budget, image mode) of the oracle's grid, each share point's money
+    fractions (3,) with its mean Delta_m over seeds; {} for other task counts or without a grid."""
+    if len(tasks) != 3:
+        return {}
+    summary = summarize(records)
+    points = defaultdict(list)
+    for (strategy, budget), (mean, _, _) in summary.items():
+        if is_oracle_grid(strategy):
+            fractions, shared = parse_shares(strategy, len(tasks))
+            points[budget, "shared" if shared else "disjoint"].append((fractions, mean))
+    return dict(sorted(points.items()))
+
+
+def _ternary(fractions) -> tuple[float, float]:
+    """Money fractions (3,) -> 2-D point in an equilateral triangle with task 0 at the bottom left,
+    task 1 at the bottom right and task 2 at the top."""
+    return fractions[1] + 0.5 * fractions[2], np.sqrt(3) / 2 * fractions[2]
 
 
 def _mean_labels(records, tasks):
@@ -305,11 +342,51 @@ def _plots(records, workdir, tasks, title):
         fig.colorbar(image)
         _save(fig, os.path.join(workdir, PLOTS[2]))
 
+    grids = simplex_points(records, tasks)
+    if grids:
+        _simplex_plot(plt, grids, records, tasks, os.path.join(workdir, PLOTS[3]))
+
+
+def _simplex_plot(plt, grids, records, tasks, path):
+    """The oracle's Delta_m over the simplex of money shares, one panel per budget and image mode,
+    with where TABA and equal_budget actually spent the money."""
+    values = [m for points in grids.values() for _, m in points]
+    # Points that leave a task untrained sit hundreds of points below the rest: clip the colour scale
+    # so that differences near the best stay visible (every point is labelled with its value).
+    high = max(values)
+    low = max(min(values), high - 2 * OFF_SCALE)
+    fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids) + 1, 4), squeeze=False, layout="constrained")
+    for ax, ((budget, mode), points) in zip(axes[0], grids.items()):
+        xy = np.array([_ternary(f) for f, _ in points])
+        scatter = ax.scatter(xy[:, 0], xy[:, 1], c=[m for _, m in points], cmap="viridis", s=260,
+                             vmin=low, vmax=high)
+        for (x, y), (_, m) in zip(xy, points):
+            light = (m - low) / max(high - low, 1e-9) > 0.6
+            ax.text(x, y, f"{m:.0f}", ha="center", va="center", fontsize=7, color="k" if light else "w")
+        ax.plot([0, 1, 0.5, 0], [0, 0, np.sqrt(3) / 2, 0], color="grey", lw=0.8)
+        for name, marker in (("taba", "*"), ("equal_budget", "x")):
+            spent = [np.array([r.money[t] for t in tasks]) for r in records
+                     if r.strategy == name and float(r.budget) == budget]
+            if spent:
+                x, y = _ternary(np.mean([m / m.sum() for m in spent], axis=0))
+                ax.plot(x, y, marker, color="red", ms=12, label=f"{name} (mean spend)")
+        for corner, (x, y) in zip(tasks, [(0, 0), (1, 0), (0.5, np.sqrt(3) / 2)]):
+            ax.annotate(corner, (x, y), textcoords="offset points", xytext=(0, -16 if y == 0 else 12),
+                        ha="center", fontsize=8)
+        ax.set_title(f"budget {budget:g}, {mode} images", fontsize=9)
+        ax.set_axis_off()
+        ax.set_aspect("equal")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.colorbar(scatter, ax=list(axes[0]), label="Δm (%), mean over seeds", extend="min" if low > min(values) else "neither")
+    fig.suptitle("oracle grid: Δm by share of the budget spent on each task", fontsize=9)
+    _save(fig, path)
+
 
 def _save(fig, path):
     import matplotlib.pyplot as plt
     buffer = io.BytesIO()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     with io_utils.atomic_open(path, "wb") as f:

@@ -62,8 +62,9 @@ def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_pat
     assert all(r.tasks == ("segment", "depth") for r in records)
     assert "Full-supervision reference (every label of the pool), primary metric per task, mean over its 2 seeds: " \
            "segment miou 0." in text
-    for plot in report.PLOTS:
+    for plot in report.PLOTS[:3]:
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "oracle_simplex.png").exists()  # two tasks and no share grid: no simplex map
 
     table = report.settings_markdown({"geometry": records}).splitlines()
     assert len(table) == 4 and all(row.startswith("| geometry |") and row.endswith(" of 3 |") for row in table[2:])
@@ -170,6 +171,25 @@ def test_oracle_is_the_best_fixed_share_allocation_and_fractions_of_its_gain():
     assert "the best of 2 fixed-share allocations is `shares:2/0:shared`" in text
     assert "| taba | -4.00 | 75% |" in text and "| random_pairs | -12.00 | -25% |" in text
     assert "| shares:" not in text.split("Oracle at budget")[0]  # the main table lists no grid points
+
+
+def test_simplex_map_of_the_oracle_grid_for_three_tasks(tmp_path):
+    def three_task_record(strategy, seed, delta, money):
+        return dataclasses.replace(record(strategy, seed, delta), tasks=("a", "b", "c"),
+                                   money=dict(zip("abc", money)), labels=dict(zip("abc", money)))
+    records = [three_task_record("shares:2/0/0:shared", s, -30.0, (100, 0, 0)) for s in (0, 1)]
+    records += [three_task_record("shares:1/1/0:shared", s, -5.0 - s, (50, 50, 0)) for s in (0, 1)]
+    records += [three_task_record("shares:0/1/1:disjoint", s, -8.0, (0, 50, 50)) for s in (0, 1)]
+    records += [three_task_record("taba", s, -6.0, (60, 30, 10)) for s in (0, 1)]
+    points = report.simplex_points(records, ["a", "b", "c"])
+    assert sorted(points) == [(100.0, "disjoint"), (100.0, "shared")]
+    shared = sorted((tuple(f), m) for f, m in points[100.0, "shared"])
+    assert shared == [((0.5, 0.5, 0.0), -5.5), ((1.0, 0.0, 0.0), -30.0)]  # money fractions, mean over seeds
+    assert report.simplex_points(records, ["a", "b"]) == {}  # only three tasks map onto a triangle
+
+    report.write(records, str(tmp_path), "t", ["a", "b", "c"])
+    assert (tmp_path / "oracle_simplex.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![oracle_simplex.png](oracle_simplex.png)" in (tmp_path / "report.md").read_text()
 
 
 def test_plan_adds_the_share_grid_at_the_oracle_budgets():

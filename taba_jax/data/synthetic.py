@@ -1,16 +1,26 @@
 """Synthetic multi-task scenes: small ray-cast 3-D scenes whose tasks share structure.
 
-Each image shows a tilted, striped background plane and 1-4 objects (sphere, box, vertical
-cylinder, ellipsoid), shaded from their surface normals, with colour and pixel noise. Every target
-is computed from the scene geometry:
+Each image shows a grey, striped background plane and 1-3 objects of four clearly different shapes
+(sphere, cube turned about the vertical axis, tall vertical cylinder, long horizontal ellipsoid) in
+different quadrants of the view, lit by three distant coloured lamps, with exposure jitter and pixel
+noise. The scenes are built so that every task can be read off a 16 x 16 image:
 
-- `segment`: per-pixel class (0 background, 1 sphere, 2 box, 3 cylinder, 4 ellipsoid);
+- depth: the plane always crosses the optical axis at the same distance, and each class has nearly
+  one size (+-10 %), so apparent size gives an object's distance and the plane's tilt its depth map;
+- normals: the lamps are mostly red (upper left), green (upper right) and blue (below), so the colour
+  of a grey surface shows which way it faces (colour photometric stereo); the plane leans up to 40
+  degrees, so its orientation (most of the normal pixels) varies a lot between images;
+- segmentation, edges, presence: objects are about 6 px across at 16 x 16, with distinct silhouettes.
+
+Every target is computed from the scene geometry (depth in units where the plane is 2 away):
+
+- `segment`: per-pixel class (0 background, 1 sphere, 2 cube, 3 cylinder, 4 ellipsoid);
 - `depth`: per-pixel distance along the viewing axis;
-- `normal`: per-pixel unit surface normal (camera coordinates);
+- `normal`: per-pixel unit surface normal (camera coordinates: x right, y up, z forward);
 - `edge`: occlusion boundaries (pixels whose visible surface differs from a neighbour's);
 - `classify`: image-level presence of each object class (multi-label);
-- `texture`: the background stripes' spatial frequency scaled to [0, 1] — visible in the image but
-  unrelated to the geometry, a weakly related task.
+- `texture`: the background stripes' spatial frequency (cycles per image width), log-scaled to
+  [0, 1] — visible in the image but unrelated to the geometry, a weakly related task.
 
 Pure NumPy, vectorised over a batch of scenes, deterministic from a seed.
 """
@@ -24,14 +34,29 @@ from taba_jax import io_utils, rng
 from taba_jax.data.dataset import MultiTaskDataset
 from taba_jax.tasks import TaskSpec
 
-CLASS_NAMES = ("sphere", "box", "cylinder", "ellipsoid")
+CLASS_NAMES = ("sphere", "cube", "cylinder", "ellipsoid")
 NUM_CLASSES = len(CLASS_NAMES)
 TASK_NAMES = ("segment", "depth", "normal", "edge", "classify", "texture")
-MAX_OBJECTS = 4
-FOCAL = 1.2  # camera looks along +z from the origin; image plane spans [-1, 1] at this distance
-_FREQUENCY_RANGE = (2.0, 10.0)
+MAX_OBJECTS = 3
+FOCAL = 2.0  # camera looks along +z from the origin; the image spans [-1, 1] at this distance (53 deg view)
+PLANE_DISTANCE = 2.0  # depth of the background plane on the optical axis (this unit keeps depths near 1,
+# where a regression head starts)
+MAX_TILT_DEGREES = 40.0  # the plane's normal leans up to this far from the viewing axis
+OBJECT_DEPTH = (0.8, 1.2)  # depth range of the object centres
+SIZE_JITTER = 0.1  # object sizes vary by +-10 % around their class's size
+# Half-extents (x, y, z) per class: sphere radius; cube half-side; cylinder radius, half-height;
+# ellipsoid radii. About 6 px across at 16 x 16.
+SHAPE_SIZES = np.array([[0.2, 0.2, 0.2], [0.145, 0.145, 0.145], [0.13, 0.22, 0.13], [0.25, 0.12, 0.13]], np.float32)
+# Three distant lamps, mostly red (upper left), green (upper right) and blue (below), shine towards
+# the scene: each colour channel shows how much a surface faces one lamp, so a grey surface's colour
+# gives its orientation (colour photometric stereo), wherever it is in the image.
+LIGHT_DIRECTIONS = np.array([[-0.8, 0.6, -1.0], [0.8, 0.6, -1.0], [0.0, -0.9, -1.0]])  # towards each lamp
+LIGHT_COLOURS = 0.75 * np.eye(3) + 0.1
+AMBIENT = 0.1
+PLANE_ALBEDO = (0.5, 0.8)  # grey between and on the stripes
+STRIPE_FREQUENCY = (1.5, 5.0)  # stripe cycles per image width, log-uniform: 3-11 px periods at 16 x 16
 _CHUNK = 512
-GENERATOR_VERSION = 1  # part of the cache file name: bump when the scenes change
+GENERATOR_VERSION = 2  # part of the cache file name: bump when the scenes change
 
 
 def generate(num_images: int, image_size: int = 32, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -54,26 +79,30 @@ def _render(rng, batch, size):
     rays = np.stack([x, y, np.full_like(x, FOCAL)], -1)
     rays = (rays / np.linalg.norm(rays, axis=-1, keepdims=True)).astype(np.float32)  # (H, W, 3)
 
-    # Background plane n . p = d, tilted towards the camera, 6-9 units away.
-    tilt = rng.uniform(-0.5, 0.5, (batch, 2))
-    plane_normal = _unit(np.stack([tilt[:, 0], tilt[:, 1], -np.ones(batch)], -1))
-    plane_distance = rng.uniform(6, 9, batch)
-    denom = rays @ plane_normal.T  # (H, W, B)
-    t_plane = (-plane_distance / np.minimum(denom, -1e-3)).transpose(2, 0, 1)  # (B, H, W)
+    # Background plane through (0, 0, PLANE_DISTANCE) whose normal leans away from -z.
+    tilt = np.radians(rng.uniform(0, MAX_TILT_DEGREES, batch))
+    azimuth = rng.uniform(0, 2 * np.pi, batch)
+    plane_normal = np.stack([np.sin(tilt) * np.cos(azimuth), np.sin(tilt) * np.sin(azimuth), -np.cos(tilt)], -1)
+    t_plane = (-np.cos(tilt) * PLANE_DISTANCE / (rays @ plane_normal.T)).transpose(2, 0, 1)  # (B, H, W)
     best_t = t_plane.astype(np.float32)
     normals = np.broadcast_to(plane_normal[:, None, None, :], (batch, size, size, 3)).astype(np.float32).copy()
     segment = np.zeros((batch, size, size), np.int32)
     instance = np.zeros((batch, size, size), np.int32)
 
+    # Objects in distinct quadrants of the view, each at a random depth.
     num_objects = rng.integers(1, MAX_OBJECTS + 1, batch)
     classes = rng.integers(1, NUM_CLASSES + 1, (batch, MAX_OBJECTS)).astype(np.int32)
-    centers = np.stack([rng.uniform(-2.2, 2.2, (batch, MAX_OBJECTS)), rng.uniform(-2.0, 2.0, (batch, MAX_OBJECTS)),
-                        rng.uniform(3.5, 6.0, (batch, MAX_OBJECTS))], -1).astype(np.float32)
-    radii = rng.uniform(0.5, 1.1, (batch, MAX_OBJECTS, 3)).astype(np.float32)
-    colours = rng.uniform(0.15, 1.0, (batch, MAX_OBJECTS, 3))
+    quadrants = np.argsort(rng.random((batch, 4)), axis=1)[:, :MAX_OBJECTS]
+    image_xy = np.stack([np.where(quadrants % 2, 0.45, -0.45), np.where(quadrants // 2, 0.45, -0.45)], -1)
+    image_xy = image_xy + rng.uniform(-0.15, 0.15, (batch, MAX_OBJECTS, 2))
+    z = rng.uniform(*OBJECT_DEPTH, (batch, MAX_OBJECTS))
+    centers = np.concatenate([image_xy * (z / FOCAL)[..., None], z[..., None]], -1).astype(np.float32)
+    sizes = SHAPE_SIZES[classes - 1] * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER, (batch, MAX_OBJECTS, 1))
+    yaw = rng.uniform(np.radians(20), np.radians(70), (batch, MAX_OBJECTS))  # turns cubes to show two sides
+    colours = _hsv_to_rgb(rng.uniform(0, 1, (batch, MAX_OBJECTS)), rng.uniform(0.45, 0.9, (batch, MAX_OBJECTS)), 0.9)
     for k in range(MAX_OBJECTS):
         present = k < num_objects
-        t, n = _intersect(rays, classes[:, k], centers[:, k], radii[:, k])
+        t, n = _intersect(rays, classes[:, k], centers[:, k], sizes[:, k].astype(np.float32), yaw[:, k])
         closer = present[:, None, None] & (t < best_t)
         best_t = np.where(closer, t, best_t)
         normals = np.where(closer[..., None], n, normals)
@@ -81,24 +110,26 @@ def _render(rng, batch, size):
         instance = np.where(closer, k + 1, instance)
 
     depth = best_t * rays[None, :, :, 2]  # distance along the viewing axis
-    points = best_t[..., None] * rays[None]
     normals = _unit(normals)
 
-    # Albedo: objects get their colour; the plane gets stripes whose frequency is the texture task.
-    frequency = rng.uniform(*_FREQUENCY_RANGE, batch)
+    # Albedo: objects get their colour; the plane is grey with lighter stripes (the texture task),
+    # fixed in the image (as if projected from the camera) so that their frequency is unrelated to
+    # the plane's tilt and distance.
+    low, high = np.log(STRIPE_FREQUENCY)
+    log_frequency = rng.uniform(low, high, batch)
     angle = rng.uniform(0, np.pi, batch)
-    along = points[..., 0] * np.cos(angle)[:, None, None] + points[..., 1] * np.sin(angle)[:, None, None]
-    stripes = 0.5 + 0.5 * np.sign(np.sin(frequency[:, None, None] * along / 3.0))
-    plane_colour = rng.uniform(0.3, 0.9, (batch, 3))
-    albedo = plane_colour[:, None, None, :] * (0.55 + 0.45 * stripes[..., None])
-    object_colour = np.take_along_axis(colours, np.clip(instance - 1, 0, MAX_OBJECTS - 1)[..., None].reshape(
-        batch, -1, 1), axis=1).reshape(batch, size, size, 3)
-    albedo = np.where(instance[..., None] > 0, object_colour, albedo)
+    along = x[None] * np.cos(angle)[:, None, None] + y[None] * np.sin(angle)[:, None, None]  # image widths * 2
+    phase = rng.uniform(0, 2 * np.pi, (batch, 1, 1))
+    stripes = np.sin(np.pi * np.exp(log_frequency)[:, None, None] * along + phase) > 0
+    plane_albedo = np.where(stripes, PLANE_ALBEDO[1], PLANE_ALBEDO[0])[..., None]
+    object_colour = np.take_along_axis(colours, np.clip(instance - 1, 0, MAX_OBJECTS - 1).reshape(batch, -1, 1),
+                                       axis=1).reshape(batch, size, size, 3)
+    albedo = np.where(instance[..., None] > 0, object_colour, plane_albedo)
 
-    light = _unit(np.stack([rng.uniform(-1, 1, batch), rng.uniform(0.2, 1, batch), -np.ones(batch)], -1))
-    diffuse = np.clip(np.einsum("bhwc,bc->bhw", normals, light), 0, 1)
-    image = albedo * (0.25 + 0.75 * diffuse[..., None])
-    image = image * rng.uniform(0.9, 1.1, (batch, 1, 1, 3)) + rng.normal(0, 0.03, image.shape)
+    # Lambertian shading under the three lamps.
+    irradiance = np.clip(normals @ _unit(LIGHT_DIRECTIONS).T, 0, None)  # (B, H, W, lamp)
+    image = albedo * (AMBIENT + irradiance @ LIGHT_COLOURS)
+    image = image * rng.uniform(0.9, 1.1, (batch, 1, 1, 1)) + rng.normal(0, 0.02, image.shape)
     image = np.clip(image, 0, 1).astype(np.float32)
 
     edge = np.zeros_like(instance, dtype=bool)
@@ -112,7 +143,7 @@ def _render(rng, batch, size):
     classify = np.zeros((batch, NUM_CLASSES), np.float32)
     for c in range(1, NUM_CLASSES + 1):
         classify[:, c - 1] = (segment == c).any(axis=(1, 2))
-    texture = (frequency - _FREQUENCY_RANGE[0]) / (_FREQUENCY_RANGE[1] - _FREQUENCY_RANGE[0])
+    texture = (log_frequency - low) / (high - low)
     targets = {"segment": segment, "depth": depth.astype(np.float32)[..., None],
                "normal": normals.astype(np.float32), "edge": edge.astype(np.float32)[..., None],
                "classify": classify, "texture": texture.astype(np.float32)[:, None]}
@@ -123,7 +154,13 @@ def _unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def _intersect(rays, classes, centers, radii):
+def _hsv_to_rgb(hue, saturation, value):
+    """(...,) hue, saturation in [0, 1] and a value -> (..., 3) RGB."""
+    k = (np.array([5.0, 3.0, 1.0]) + hue[..., None] * 6) % 6
+    return value - value * saturation[..., None] * np.clip(np.minimum(k, 4 - k), 0, 1)
+
+
+def _intersect(rays, classes, centers, sizes, yaw):
     """Nearest hit distance t (B, H, W) (inf for a miss) and unit normal (B, H, W, 3), per class.
 
     Each shape's intersection is computed only for the scenes whose object has that shape.
@@ -133,17 +170,17 @@ def _intersect(rays, classes, centers, radii):
     n = np.zeros((batch, height, width, 3), np.float32)
     d = rays[None]  # (1, H, W, 3)
     round_ = np.flatnonzero((classes == 1) | (classes == 4))
-    if len(round_):  # sphere (radius r_x) and ellipsoid (radii r): scale space to a unit sphere
-        scale = np.where((classes[round_] == 4)[:, None], radii[round_], radii[round_, :1])[:, None, None, :]
+    if len(round_):  # sphere and ellipsoid: scale space to a unit sphere
+        scale = sizes[round_, None, None, :]
         t[round_], point = _unit_sphere_hit(d / scale, -centers[round_, None, None, :] / scale)
         n[round_] = _unit(point / scale)  # gradient of |x / r|^2 is x / r^2
-    box = np.flatnonzero(classes == 2)
-    if len(box):
-        t[box], n[box] = _box_hit(d, centers[box, None, None, :], radii[box, None, None, :] * 0.8)
+    cube = np.flatnonzero(classes == 2)
+    if len(cube):
+        t[cube], n[cube] = _turned_box_hit(d, centers[cube], sizes[cube], yaw[cube])
     cylinder = np.flatnonzero(classes == 3)
     if len(cylinder):
         t[cylinder], n[cylinder] = _cylinder_hit(d, centers[cylinder, None, None, :],
-                                                 radii[cylinder, None, None, 0], radii[cylinder, None, None, 1])
+                                                 sizes[cylinder, None, None, 0], sizes[cylinder, None, None, 1])
     return t, n
 
 
@@ -158,17 +195,25 @@ def _unit_sphere_hit(d, o):
     return t, o + np.where(np.isfinite(t), t, 0)[..., None] * d + (~np.isfinite(t))[..., None]
 
 
-def _box_hit(d, c, half):
-    """Axis-aligned box (slab method); the normal is the axis of the entry face."""
-    inv = 1.0 / np.where(np.abs(d) < 1e-9, 1e-9, d)
-    t1 = (c - half) * inv
-    t2 = (c + half) * inv
+def _turned_box_hit(d, centers, half, yaw):
+    """Box of half-extents `half` (B, 3) turned by `yaw` (B,) about the vertical axis: the ray is
+    rotated into the box's frame, hit by the slab method, and the entry face's normal rotated back."""
+    cos, sin = np.cos(yaw), np.sin(yaw)
+    zeros, ones = np.zeros_like(yaw), np.ones_like(yaw)
+    rotation = np.stack([np.stack([cos, zeros, sin], -1), np.stack([zeros, ones, zeros], -1),
+                         np.stack([-sin, zeros, cos], -1)], -2)  # (B, 3, 3), box frame -> camera
+    local_d = np.einsum("bji,hwj->bhwi", rotation, d[0])  # rotation transpose: camera -> box frame
+    local_o = np.einsum("bji,bj->bi", rotation, -centers)[:, None, None, :]
+    inv = 1.0 / np.where(np.abs(local_d) < 1e-9, 1e-9, local_d)
+    t1 = (-half[:, None, None, :] - local_o) * inv
+    t2 = (half[:, None, None, :] - local_o) * inv
     t_near = np.minimum(t1, t2)
     t_enter = t_near.max(-1)
     t_exit = np.maximum(t1, t2).min(-1)
     hit = (t_enter < t_exit) & (t_enter > 0)
     axis = t_near.argmax(-1)
-    normal = -np.sign(np.take_along_axis(d * np.ones_like(t_near), axis[..., None], -1)) * np.eye(3)[axis]
+    local_normal = -np.sign(np.take_along_axis(local_d, axis[..., None], -1)) * np.eye(3)[axis]
+    normal = np.einsum("bij,bhwj->bhwi", rotation, local_normal)
     return np.where(hit, t_enter, np.inf), normal
 
 

@@ -1,7 +1,8 @@
 """Hard parameter sharing: a ResNet-style encoder-decoder shared by all tasks, one head per task.
 
 `model.apply(params, images) -> {task: prediction}`; dense heads predict at input resolution from
-the decoder, image-level heads from the pooled encoder bottleneck. GroupNorm keeps the model free
+the decoder output and the input pixels, image-level heads from the pooled encoder features (every
+stage's mean and the bottleneck's max). GroupNorm keeps the model free
 of batch statistics, so per-task batches and any device count give the same function.
 """
 from __future__ import annotations
@@ -83,10 +84,13 @@ class MultiTaskNet(nn.Module):
             for block in range(self.blocks):
                 x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x)
             skips.append(x)
-        pooled = x.mean(axis=(1, 2))
+        # Image-level heads see every encoder stage mean-pooled, so fine-scale statistics (texture)
+        # survive, and the bottleneck max-pooled, so a small object anywhere counts.
+        pooled = jnp.concatenate([skip.mean(axis=(1, 2)) for skip in skips] + [x.max(axis=(1, 2))], axis=-1)
         for width, skip in zip(reversed(self.widths[:-1]), reversed(skips[:-1])):
             x = jax.image.resize(x, (x.shape[0], skip.shape[1], skip.shape[2], x.shape[3]), "nearest")
             x = ResidualBlock(width)(jnp.concatenate([x, skip], axis=-1))
+        x = jnp.concatenate([x, images], axis=-1)  # dense heads also see each pixel's own colour
         return TaskHeads(tuple(self.tasks), self.widths[0], self.widths[-1], name=HEADS)(x, pooled)
 
 
