@@ -219,6 +219,9 @@ class TrainConfig:
         return dict(zip(task_names, weights))
 
 
+AFFINITY_STEPS = ("normalized", "gradient")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TabaConfig:
     """TABA (`config.taba`): how the information model is estimated, or the parameters if known.
@@ -231,6 +234,10 @@ class TabaConfig:
     affinity_start: float = 0.5  # fraction of the pilot steps before measuring (heads still random)
     affinity_batch_size: int = 32
     affinity_lr: float = 0.01  # lookahead step: small enough that Z is first-order in it
+    # "normalized": every task's lookahead step has the same length (S is then, to first order, the
+    # gradients' cosine); "gradient": the raw step of Fifty et al., where a task with larger
+    # gradients looks more helpful to every other task.
+    affinity_step: str = "normalized"
     subset_fractions: tuple[float, ...] = (0.25, 0.5)  # nested pilot subsets trained beside the whole pilot
     gamma_range: tuple[float, float] = (0.05, 1.5)  # fitted slopes are clipped to this range
     curve: str = "power"  # or effective_number
@@ -242,6 +249,8 @@ class TabaConfig:
     def __post_init__(self):
         require(0 < self.rho < 1, "rho", f"must be in (0, 1), got {self.rho!r}")
         require_positive(self, "affinity_every", "affinity_batch_size", "affinity_lr")
+        require(self.affinity_step in AFFINITY_STEPS, "affinity_step",
+                f"must be one of {AFFINITY_STEPS}, got {self.affinity_step!r}")
         require(0 <= self.affinity_start < 1, "affinity_start", f"must be in [0, 1), got {self.affinity_start!r}")
         require(all(0 < f < 1 for f in self.subset_fractions), "subset_fractions",
                 f"entries must be in (0, 1), got {self.subset_fractions!r}")

@@ -62,17 +62,25 @@ class Estimate:
                    np.asarray(data["intercept"], np.float64))
 
 
-def lookahead_affinity(task_losses, params, inputs, shared, learning_rate: float) -> jax.Array:
+def lookahead_affinity(task_losses, params, inputs, shared, learning_rate: float,
+                       normalize: bool = False) -> jax.Array:
     """`Z[s, t] = 1 - L_t(theta - lr * grad_shared L_s) / L_t(theta)` for all (s, t) in one call.
 
     `task_losses(params, inputs) -> (T,)`; `shared` is a pytree of Python bools like `params`
     marking the shared parameters, the only ones the lookahead step moves (task heads stay put, as
-    in Fifty et al.). The T source gradients come from one vmapped VJP and the T lookahead
+    in Fifty et al.). With `normalize`, every source gradient is rescaled to the mean norm of the T
+    gradients before the step, so all steps have one length: to first order Z[s, t] / Z[t, t] is
+    then the cosine between the two tasks' gradients, not inflated by a source task whose gradient
+    is merely larger. The T source gradients come from one vmapped VJP and the T lookahead
     evaluations from one vmap over s. Pure and jittable (close over `task_losses` and `shared`).
     """
     losses, vjp = jax.vjp(lambda p: task_losses(p, inputs), params)
     (grads,) = jax.vmap(vjp)(jnp.eye(losses.shape[0], dtype=losses.dtype))
     grads = jax.tree.map(lambda g, keep: g if keep else jnp.zeros_like(g), grads, shared)
+    if normalize:
+        norms = jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in jax.tree.leaves(grads)))
+        scale = jnp.where(norms > 0, norms.mean() / jnp.where(norms > 0, norms, 1.0), 0.0)
+        grads = jax.tree.map(lambda g: g * scale.reshape((-1,) + (1,) * (g.ndim - 1)), grads)
 
     def after_step(grad):
         return task_losses(jax.tree.map(lambda p, g: p - learning_rate * g, params, grad), inputs)
@@ -227,6 +235,7 @@ class _AffinityProbe:
                  train_config: TrainConfig, seed: int):
         self.dataset, self.tasks, self.images, self.seed = dataset, tuple(tasks), np.sort(pilot_images), seed
         self.batch_size, self.lr = config.affinity_batch_size, config.affinity_lr
+        self.normalize = config.affinity_step == "normalized"
         self.start = int(config.affinity_start * train_config.num_steps)
         self.model = build_model(tasks, train_config)
         self.values, self.steps = [], []
@@ -237,16 +246,17 @@ class _AffinityProbe:
         generator = rng.numpy_rng(self.seed, "affinity_batch", step)
         idx = np.sort(generator.choice(self.images, self.batch_size, replace=len(self.images) < self.batch_size))
         images, targets = self.dataset.train.batch(idx, [t.name for t in self.tasks])
-        z = _lookahead(self.model, self.tasks, self.lr, state.params, images, targets)
+        z = _lookahead(self.model, self.tasks, self.lr, self.normalize, state.params, images, targets)
         self.values.append(np.asarray(z, np.float64))
         self.steps.append(step)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _lookahead(model, tasks: tuple[TaskSpec, ...], learning_rate: float, params, images, targets) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _lookahead(model, tasks: tuple[TaskSpec, ...], learning_rate: float, normalize: bool, params, images,
+               targets) -> jax.Array:
     """`lookahead_affinity` of a multi-task model's task losses on one batch, backbone moved only."""
     def losses(p, inputs):
         predictions = model.apply(p, inputs[0])
         return jnp.stack([t.loss(predictions[t.name], inputs[1][t.name]) for t in tasks])
 
-    return lookahead_affinity(losses, params, (images, targets), shared_parameters(params), learning_rate)
+    return lookahead_affinity(losses, params, (images, targets), shared_parameters(params), learning_rate, normalize)

@@ -40,6 +40,24 @@ def test_lookahead_affinity_matches_a_loop_and_moves_only_shared_parameters():
         np.testing.assert_allclose(z[s], 1 - task_losses(moved, x) / before, rtol=1e-4, atol=1e-6)
 
 
+def test_normalized_lookahead_sees_a_rescaled_copy_of_a_task_as_fully_related():
+    # Task b is task a with its loss multiplied by 10: the same information, a 10x larger gradient.
+    def task_losses(params, x):
+        loss = ((jnp.tanh(x @ params["shared"]) @ params["head"] - x[:, :1]) ** 2).mean()
+        return jnp.stack([loss, 10.0 * loss])
+
+    key = jax.random.split(jax.random.key(1), 3)
+    params = {"shared": jax.random.normal(key[0], (3, 4)), "head": jax.random.normal(key[1], (4, 1))}
+    x = jax.random.normal(key[2], (16, 3))
+    shared = {"shared": True, "head": False}
+    raw = taba.affinity_from_lookahead(taba.lookahead_affinity(task_losses, params, x, shared, 1e-3))
+    normalized = taba.affinity_from_lookahead(
+        taba.lookahead_affinity(task_losses, params, x, shared, 1e-3, normalize=True))
+    # The raw step: b's large gradient looks fully helpful to a, a's only a tenth as helpful to b.
+    assert raw[1, 0] == 1.0 and raw[0, 1] == pytest.approx(0.1, abs=0.02)
+    np.testing.assert_allclose(normalized, np.ones((2, 2)), atol=0.02)
+
+
 def test_affinity_from_lookahead_normalises_clips_and_drops_unlearnable_tasks():
     z = np.array([[[0.2, 0.1, 1e-5], [-0.1, 0.4, 1e-5], [0.0, 0.0, 1e-6]]] * 2)
     s = np.asarray(taba.affinity_from_lookahead(z))
