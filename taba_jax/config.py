@@ -220,6 +220,7 @@ class TrainConfig:
 
 
 AFFINITY_STEPS = ("normalized", "gradient")
+CURVE_FITS = ("loss", "metric")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -240,6 +241,10 @@ class TabaConfig:
     affinity_step: str = "normalized"
     subset_fractions: tuple[float, ...] = (0.25, 0.5)  # nested pilot subsets trained beside the whole pilot
     gamma_range: tuple[float, float] = (0.05, 1.5)  # fitted slopes are clipped to this range
+    # What the learning curves are fitted to: "loss" (validation loss, METHOD.md) or "metric" (the
+    # error of each task's primary metric, 1 - mIoU / F1 / accuracy or the error itself: what
+    # Delta_m is computed from).
+    curve_fit: str = "loss"
     curve: str = "power"  # or effective_number
     affinity: tuple[tuple[float, ...], ...] | None = None  # known S[s][t]: skips the affinity measurement
     gamma: tuple[float, ...] | None = None  # known slopes: skip the subset trainings
@@ -249,6 +254,7 @@ class TabaConfig:
     def __post_init__(self):
         require(0 < self.rho < 1, "rho", f"must be in (0, 1), got {self.rho!r}")
         require_positive(self, "affinity_every", "affinity_batch_size", "affinity_lr")
+        require(self.curve_fit in CURVE_FITS, "curve_fit", f"must be one of {CURVE_FITS}, got {self.curve_fit!r}")
         require(self.affinity_step in AFFINITY_STEPS, "affinity_step",
                 f"must be one of {AFFINITY_STEPS}, got {self.affinity_step!r}")
         require(0 <= self.affinity_start < 1, "affinity_start", f"must be in [0, 1), got {self.affinity_start!r}")

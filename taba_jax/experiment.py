@@ -143,7 +143,7 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
                                            os.path.join(workdir, "taba", f"b{spec.budget:g}_s{spec.seed}"), progress)
         estimate = {**information.to_json(), "predicted_objective": allocation.info["objective"],
                     **{k: allocation.info.get("taba", {}).get(k) for k in ("pilot_size", "subset_sizes",
-                                                                           "subset_losses")}}
+                                                                           "subset_losses", "subset_errors")}}
     else:
         allocation = allocate(problem, spec.strategy, seed=spec.seed)
     directory = os.path.join(workdir, "runs", spec.name)

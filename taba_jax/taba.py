@@ -5,8 +5,9 @@
    of Fifty et al. (2021), `Z[s->t] = 1 - L_t(theta_s') / L_t(theta)` with `theta_s'` one gradient step
    of task s on the shared parameters, is computed for all sources at once (vmap over s) on a batch
    of pilot images; the average gives `S[s, t] = clip(Z[s->t] / Z[t->t], 0, 1)`.
-3. Models trained on nested subsets of the pilot set give validation losses per size; a least-squares
-   fit of `log L_t = a_t - gamma_t log n` gives the learning-curve slopes.
+3. Models trained on nested subsets of the pilot set give validation losses (and primary-metric
+   errors) per size; a least-squares fit of `log L_t = a_t - gamma_t log n` gives the learning-curve
+   slopes (`config.curve_fit="metric"` fits the errors of the metrics Delta_m is made of instead).
 4. `allocate(problem, "taba", information, initial=pilot)`: the pilot is part of the allocation and
    its cost is inside the budget.
 
@@ -46,12 +47,13 @@ class Estimate:
     subset_sizes: list[int]  # images per nested subset, ascending, the last = the pilot
     subset_losses: np.ndarray  # (sizes, T) validation loss per subset size
     intercept: np.ndarray  # (T,) fitted a_t
+    subset_errors: np.ndarray  # (sizes, T) validation error of the primary metric per subset size
 
     def to_json(self) -> dict:
         return {"information": self.information.to_json(), "pilot_size": self.pilot_size,
                 "affinity_steps": self.affinity_steps, "lookahead": self.lookahead.tolist(),
                 "subset_sizes": self.subset_sizes, "subset_losses": self.subset_losses.tolist(),
-                "intercept": self.intercept.tolist()}
+                "intercept": self.intercept.tolist(), "subset_errors": self.subset_errors.tolist()}
 
     @classmethod
     def from_json(cls, data: dict) -> "Estimate":
@@ -59,7 +61,14 @@ class Estimate:
         return cls(information, int(data["pilot_size"]), list(data["affinity_steps"]),
                    np.asarray(data["lookahead"], np.float64).reshape(-1, information.num_tasks, information.num_tasks),
                    list(data["subset_sizes"]), np.asarray(data["subset_losses"], np.float64),
-                   np.asarray(data["intercept"], np.float64))
+                   np.asarray(data["intercept"], np.float64), np.asarray(data["subset_errors"], np.float64))
+
+
+def primary_error(metrics: dict) -> float:
+    """A task's primary metric as an error that falls towards 0 as the task is learned: the metric
+    itself where lower is better (abs. error, mean angle), 1 - metric where higher is better (mIoU,
+    F1, accuracy, all in [0, 1])."""
+    return metrics["primary"] if not metrics["higher_is_better"] else 1.0 - metrics["primary"]
 
 
 def lookahead_affinity(task_losses, params, inputs, shared, learning_rate: float,
@@ -172,7 +181,7 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
 
     order = rng.numpy_rng(seed, "pilot_subsets").permutation(pilot_images)  # nested subsets: prefixes of one order
     probe = None if config.affinity is not None else _AffinityProbe(dataset, tasks, order, config, train_config, seed)
-    losses = {}
+    losses, errors = {}, {}
     for size in sizes + [n]:
         # A torn estimation restarts its trainings: the affinity measurements are not checkpointed.
         directory = os.path.join(workdir, f"pilot_{size}")
@@ -184,13 +193,18 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
         validation = train.evaluate_losses(trainer.model, params, tasks, dataset.splits["validation"],
                                            train_config.eval_batch_size)
         losses[size] = [max(validation[t], 1e-12) for t in names]
+        metrics = train.evaluate(trainer.model, params, tasks, dataset.splits["validation"],
+                                 train_config.eval_batch_size)
+        errors[size] = [max(primary_error(metrics[t]), 1e-6) for t in names]
     subset_sizes = sizes + [n]
     subset_losses = np.array([losses[s] for s in subset_sizes])
+    subset_errors = np.array([errors[s] for s in subset_sizes])
+    curve = subset_losses if config.curve_fit == "loss" else subset_errors
     if config.gamma is not None:
         gamma = np.array(task_values(config.gamma, len(tasks), "gamma"))
-        intercept = np.log(subset_losses[-1]) + gamma * np.log(n)
+        intercept = np.log(curve[-1]) + gamma * np.log(n)
     else:
-        gamma, intercept = fit_learning_curves(subset_sizes, subset_losses, config.gamma_range)
+        gamma, intercept = fit_learning_curves(subset_sizes, curve, config.gamma_range)
     if probe is None:
         affinity, lookahead, steps = None, np.zeros((0, len(tasks), len(tasks))), []
     else:
@@ -201,7 +215,7 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
         lookahead, steps = np.array(probe.values), probe.steps
         affinity = np.asarray(affinity_from_lookahead(lookahead), np.float64)
     information = information_model(config, len(tasks), affinity, gamma, default_kappa=float(n), task_names=names)
-    estimate = Estimate(information, n, steps, lookahead, subset_sizes, subset_losses, intercept)
+    estimate = Estimate(information, n, steps, lookahead, subset_sizes, subset_losses, intercept, subset_errors)
     io_utils.write_json(cache, {"key": key, "estimate": estimate.to_json()})
     return estimate
 

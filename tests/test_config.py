@@ -56,6 +56,8 @@ def parse_train_job(**overrides):
     ("taba__gamma_range", (1.0, 0.5), "config.taba.gamma_range: must be (low, high) with 0 < low < high"),
     ("taba__gamma_range", (0.1,), "config.taba.gamma_range: must have 2 entries, got (0.1,)"),
     ("taba__curve", "cubic", "config.taba.curve: must be one of ('power', 'effective_number'), got 'cubic'"),
+    ("taba__curve_fit", "accuracy", "config.taba.curve_fit: must be one of ('loss', 'metric'), got 'accuracy'"),
+    ("taba__affinity_step", "raw", "config.taba.affinity_step: must be one of ('normalized', 'gradient'), got 'raw'"),
     ("taba__affinity", ((1.0, 0.5),), "config.taba.affinity: must be a square matrix"),
     ("taba__affinity", ((1.0, 2.0), (0.0, 1.0)), "config.taba.affinity: entries must lie in [0, 1]"),
     ("taba__affinity", ((0.5, 0.0), (0.0, 1.0)), "config.taba.affinity: diagonal must be 1"),

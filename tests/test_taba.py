@@ -1,3 +1,5 @@
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,6 +116,8 @@ def test_run_spends_within_budget_contains_the_pilot_and_reuses_its_estimate(dat
     estimate = allocation.info["taba"]
     assert estimate["pilot_size"] == 10 and estimate["subset_sizes"] == [2, 5, 10]
     assert np.array(estimate["subset_losses"]).shape == (3, 3)
+    errors = np.array(estimate["subset_errors"])  # primary-metric errors: 1 - mIoU, abs. error, 1 - accuracy
+    assert errors.shape == (3, 3) and np.all(errors > 0) and np.all(errors[:, [0, 2]] <= 1)
     np.testing.assert_allclose(estimate["information"]["kappa"], 10.0)
     assert np.all((np.array(information.gamma) >= 0.05 - 1e-6) & (np.array(information.gamma) <= 1.5 + 1e-6))
 
@@ -129,6 +133,22 @@ def test_known_affinity_and_curves_skip_the_pilot(dataset, tmp_path, monkeypatch
     allocation, information = run_taba(problem, None, config, 0, str(tmp_path))
     assert allocation.spent <= 500 and "taba" not in allocation.info
     np.testing.assert_allclose(information.gamma, [0.5, 0.4, 0.2])
+
+
+def test_metric_curve_fit_takes_the_slopes_of_the_primary_metric_errors(dataset, tmp_path):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    config = tiny_taba_config(curve_fit="metric", gamma_range=(0.001, 5.0))
+    _, information = run_taba(problem, dataset, config, 3, str(tmp_path))
+    estimate = taba.Estimate.from_json(json.loads((tmp_path / taba.ESTIMATE_FILE).read_text())["estimate"])
+    by_errors, _ = taba.fit_learning_curves(estimate.subset_sizes, estimate.subset_errors, (0.001, 5.0))
+    by_losses, _ = taba.fit_learning_curves(estimate.subset_sizes, estimate.subset_losses, (0.001, 5.0))
+    np.testing.assert_allclose(information.gamma, by_errors, rtol=1e-6)
+    assert not np.allclose(by_errors, by_losses)
+
+
+def test_primary_error_falls_as_the_task_is_learned():
+    assert taba.primary_error({"primary": 0.8, "higher_is_better": True}) == pytest.approx(0.2)
+    assert taba.primary_error({"primary": 0.3, "higher_is_better": False}) == 0.3
 
 
 def test_no_affinity_measurement_is_a_clear_error(dataset, tmp_path):
