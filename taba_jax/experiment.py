@@ -4,7 +4,9 @@ and plots (`taba_jax.report`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import os
@@ -46,7 +48,30 @@ def plan(config: ExperimentConfig) -> list[RunSpec]:
 
 
 def read_records(workdir: str) -> list[ExperimentRecord]:
-    return [ExperimentRecord.from_json(r) for r in io_utils.read_jsonl(os.path.join(workdir, RESULTS_FILE))]
+    """The records of results.jsonl, the first of each run key only (a run is never counted twice)."""
+    records = {}
+    for data in io_utils.read_jsonl(os.path.join(workdir, RESULTS_FILE)):
+        record = ExperimentRecord.from_json(data)
+        records.setdefault(record.key, record)
+    return list(records.values())
+
+
+@contextlib.contextmanager
+def _exclusive(workdir: str):
+    """Holds an advisory lock on `<workdir>/.runner.lock` for the whole sweep: a second runner on the
+    same workdir (which would run the same runs again and write them twice) stops at once."""
+    with open(os.path.join(workdir, ".runner.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise ConfigError("--workdir", f"{workdir!r} is in use by another experiment runner "
+                                           f"(pid {lock.read().strip() or '?'}); wait for it or use another workdir")
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 def run(config: ExperimentConfig, workdir: str, progress: bool = True,
@@ -57,7 +82,13 @@ def run(config: ExperimentConfig, workdir: str, progress: bool = True,
     resumes: finished runs are skipped, a half-finished one restarts from its last checkpoint."""
     train_job.check_tasks(config)
     train_job.make_workdir(workdir)
-    _check_same_config(config, workdir)
+    with _exclusive(workdir):
+        _check_same_config(config, workdir)
+        return _run_locked(config, workdir, progress, executor)
+
+
+def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
+                executor: executors.Executor | None) -> list[ExperimentRecord]:
     results_path = os.path.join(workdir, RESULTS_FILE)
     if io_utils.repair_jsonl(results_path):
         print(f"{results_path}: cut off a torn last line left by a killed run")

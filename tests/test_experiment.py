@@ -1,4 +1,5 @@
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import os
@@ -73,6 +74,21 @@ def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_pat
     os.remove(tmp_path / "report.md")
     again = experiment.run(tiny_config(), str(tmp_path), progress=False)
     assert again == records and (tmp_path / "report.md").exists()
+
+
+def test_a_second_runner_on_the_same_workdir_stops_and_records_are_counted_once(tmp_path):
+    config = tiny_config(strategies=("equal_budget",), budgets=(260,), seeds=(0,))
+    with open(tmp_path / ".runner.lock", "a+") as held:  # another runner holds the workdir
+        held.write("4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match=r"is in use by another experiment runner \(pid 4242\)"):
+            experiment.run(config, str(tmp_path), progress=False)
+    assert not (tmp_path / "results.jsonl").exists()
+
+    line = json.dumps(record("equal_budget", 0, -1.0).to_json()) + "\n"
+    (tmp_path / "results.jsonl").write_text(line + line)  # as two runners used to leave it
+    assert [r.key for r in experiment.read_records(str(tmp_path))] == [("s", "equal_budget", 100.0, 0)]
 
 
 def test_unknown_strategy_is_rejected_before_any_work():
