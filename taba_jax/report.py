@@ -69,7 +69,8 @@ def is_oracle_grid(strategy: str) -> bool:
 
 
 def is_heuristic(strategy: str) -> bool:
-    return strategy != "taba" and not is_oracle_grid(strategy)
+    """Not TABA (nor a TABA variant a combined report labels `taba[...]`) and not the oracle's grid."""
+    return not strategy.startswith("taba") and not is_oracle_grid(strategy)
 
 
 def best_heuristic(summary, budget: float) -> tuple[str, float] | None:
@@ -165,7 +166,7 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
                 lines.append(f"| {b:g} | {other} | {diff.mean:+.2f} | [{diff.low:+.2f}, {diff.high:+.2f}] | "
                              f"{diff.seeds} | {verdict} |")
     lines += _oracle_lines(summary, strategies, budgets)
-    taba_runs = [r for r in records if r.taba is not None]
+    taba_runs = [r for r in records if r.strategy == "taba" and r.taba is not None]
     if taba_runs:
         affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)
         gamma = np.mean([r.taba["gamma"] for r in taba_runs], axis=0)
@@ -236,7 +237,7 @@ def _plot_names(records, tasks) -> list[str]:
     """The plots `write` makes for these records: the affinity map only with TABA runs, the oracle's
     simplex map only for three tasks with a share grid."""
     names = list(PLOTS[:2])
-    if any(r.taba is not None for r in records):
+    if any(r.strategy == "taba" and r.taba is not None for r in records):
         names.append(PLOTS[2])
     if simplex_points(records, tasks):
         names.append(PLOTS[3])
@@ -327,7 +328,7 @@ def _plots(records, workdir, tasks, title):
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the bars, not on them
     _save(fig, os.path.join(workdir, PLOTS[1]))
 
-    taba_runs = [r for r in records if r.taba is not None]
+    taba_runs = [r for r in records if r.strategy == "taba" and r.taba is not None]
     if taba_runs:
         affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)
         fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.2 * len(tasks) + 1))
