@@ -73,22 +73,23 @@ def is_heuristic(strategy: str) -> bool:
     return not strategy.startswith("taba") and not is_oracle_grid(strategy)
 
 
-def best_heuristic(summary, budget: float) -> tuple[str, float] | None:
-    """The heuristic with the highest mean Delta_m at `budget` (best in hindsight); None if none ran."""
-    candidates = [(mean, s) for (s, b), (mean, _, _) in summary.items() if b == budget and is_heuristic(s)]
+def _best(summary, budget: float, include) -> tuple[str, float] | None:
+    """(strategy, mean Delta_m) of the best strategy at `budget` among those `include` accepts."""
+    candidates = [(mean, s) for (s, b), (mean, _, _) in summary.items() if b == budget and include(s)]
     if not candidates:
         return None
     mean, strategy = max(candidates)
     return strategy, mean
+
+
+def best_heuristic(summary, budget: float) -> tuple[str, float] | None:
+    """The heuristic with the highest mean Delta_m at `budget` (best in hindsight); None if none ran."""
+    return _best(summary, budget, is_heuristic)
 
 
 def oracle(summary, budget: float) -> tuple[str, float] | None:
     """The fixed-share allocation with the best mean Delta_m at `budget` (None if the grid did not run)."""
-    candidates = [(mean, s) for (s, b), (mean, _, _) in summary.items() if b == budget and is_oracle_grid(s)]
-    if not candidates:
-        return None
-    mean, strategy = max(candidates)
-    return strategy, mean
+    return _best(summary, budget, is_oracle_grid)
 
 
 def oracle_fraction(strategy_mean: float, baseline_mean: float, oracle_mean: float) -> float | None:
