@@ -66,10 +66,10 @@ def held_out_losses(trainer, params, steps):
 
 @pytest.mark.parametrize("batching", ["per_task", "joint"])
 def test_short_training_lowers_every_dense_task_loss_by_a_clear_margin(dataset, tmp_path, batching):
-    """60 steps cut every dense task's loss on held-out batches to at most 0.85x (measured 0.05-0.77x
-    with the earlier trainer on this data)."""
+    """100 steps cut every dense task's loss on held-out batches to at most 0.85x (measured on the v2
+    scenes with joint batching: 0.10-0.60x, edges the slowest; per-task batching learns faster)."""
     labeled = {t: np.arange(i * 6, i * 6 + 60) for i, t in enumerate(dataset.task_names)}  # overlapping sets
-    trainer = train.Trainer(dataset, labeled, tiny_config(num_steps=60, batching=batching, learning_rate=5e-3),
+    trainer = train.Trainer(dataset, labeled, tiny_config(num_steps=100, batching=batching, learning_rate=1e-2),
                             str(tmp_path))
     held = range(10_000, 10_004)
     before = held_out_losses(trainer, trainer.init_state().params, held)
