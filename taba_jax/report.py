@@ -135,10 +135,11 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
               "|---:|---|---:|---:|---:|---:|"]
     has_taba = all(("taba", b) in summary for b in budgets)
     for b in budgets:
-        if best_heuristic(summary, b) is None:
+        best_one = best_heuristic(summary, b)
+        if best_one is None:
             lines.append(f"| {b:g} | – (no heuristic ran) | – | – | – | – |")
             continue
-        name, mean = best_heuristic(summary, b)
+        name, mean = best_one
         if not has_taba:
             lines.append(f"| {b:g} | {name} | {mean:+.2f} | – | – | – |")
             continue
@@ -167,7 +168,7 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
                 lines.append(f"| {b:g} | {other} | {diff.mean:+.2f} | [{diff.low:+.2f}, {diff.high:+.2f}] | "
                              f"{diff.seeds} | {verdict} |")
     lines += _oracle_lines(summary, strategies, budgets)
-    taba_runs = [r for r in records if r.strategy == "taba" and r.taba is not None]
+    taba_runs = _taba_runs(records)
     if taba_runs:
         affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)
         gamma = np.mean([r.taba["gamma"] for r in taba_runs], axis=0)
@@ -234,11 +235,16 @@ def settings_markdown(records_by_setting: dict[str, list[ExperimentRecord]]) -> 
     return "\n".join(lines) + "\n"
 
 
+def _taba_runs(records: list[ExperimentRecord]) -> list[ExperimentRecord]:
+    """The runs of plain `taba` with their estimate (variants labelled `taba[...]` are left out)."""
+    return [r for r in records if r.strategy == "taba" and r.taba is not None]
+
+
 def _plot_names(records, tasks) -> list[str]:
     """The plots `write` makes for these records: the affinity map only with TABA runs, the oracle's
     simplex map only for three tasks with a share grid."""
     names = list(PLOTS[:2])
-    if any(r.strategy == "taba" and r.taba is not None for r in records):
+    if _taba_runs(records):
         names.append(PLOTS[2])
     if simplex_points(records, tasks):
         names.append(PLOTS[3])
@@ -329,7 +335,7 @@ def _plots(records, workdir, tasks, title):
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the bars, not on them
     _save(fig, os.path.join(workdir, PLOTS[1]))
 
-    taba_runs = [r for r in records if r.strategy == "taba" and r.taba is not None]
+    taba_runs = _taba_runs(records)
     if taba_runs:
         affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)
         fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.2 * len(tasks) + 1))
