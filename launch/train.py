@@ -2,25 +2,28 @@
 
     python launch/train.py --config=configs/synthetic.py --workdir=/tmp/taba_synthetic \
         [--config.allocation=/tmp/allocation.npz] [--config.reference=DIR/results.json]
+
+On several hosts (or processes) add --jax_coordinator_address=HOST:PORT --jax_num_processes=N
+--jax_process_id=I on each, or --multiprocess under SLURM (see taba_jax/distributed.py).
 """
-import jax
 from absl import flags
 from ml_collections import config_flags
 
-from taba_jax import cli, config as cfg, train_job
+from taba_jax import cli, config as cfg, distributed, train_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl, TensorBoard, results.json.")
-_MULTIPROCESS = flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize() (multi-host).")
+_DISTRIBUTED = distributed.define_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
     config = cfg.parse(cfg.TrainJobConfig, _CONFIG.value)
-    if _MULTIPROCESS.value:
-        jax.distributed.initialize()
+    distributed.initialize_from_flags(_DISTRIBUTED)  # before anything touches a device
     results = train_job.run(config, _WORKDIR.value)
+    if not distributed.is_lead():
+        return
     print(train_job.metrics_table(results["metrics"]))
     if "delta_m" in results:
         print(f"Delta_m = {results['delta_m']:+.2f} %")

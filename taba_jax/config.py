@@ -396,7 +396,11 @@ class ExperimentConfig(ProblemFields, DataFields):
     oracle_resolution: int = 4  # the grid's step: every split of the budget into this many equal parts
     keep_checkpoints: bool = False  # keep each finished run's checkpoints (else deleted; results stay)
     workers: int = 1  # runs in parallel worker processes (1 = one after another in this process)
-    threads_per_worker: int = 1  # XLA CPU intra-op threads of each worker process
+    threads_per_worker: int = 1  # XLA CPU intra-op threads of each worker process (Ray: CPUs per run)
+    executor: str = "local"  # local: this machine (`workers` processes); ray: each run a Ray task
+    ray_address: str = ""  # executor=ray: "" starts a local Ray (workers x threads CPUs), "auto" or a head address
+    gpus_per_run: float = 0.0  # executor=ray: GPUs each run asks Ray for (1: one run per GPU)
+    max_retries: int = 1  # a run that raises, or whose worker dies, is tried again this many times
     taba: TabaConfig = TabaConfig()
     train: TrainConfig = TrainConfig()
 
@@ -405,6 +409,9 @@ class ExperimentConfig(ProblemFields, DataFields):
         DataFields.__post_init__(self)
         require_names((self.setting,), "setting")
         require_positive(self, "workers", "threads_per_worker")
+        require(self.executor in ("local", "ray"), "executor", f"must be local or ray, got {self.executor!r}")
+        require(self.gpus_per_run >= 0, "gpus_per_run", f"must be non-negative, got {self.gpus_per_run!r}")
+        require(self.max_retries >= 0, "max_retries", f"must be non-negative, got {self.max_retries!r}")
         require(len(self.budgets) > 0 and all(b >= 0 for b in self.budgets), "budgets",
                 f"must be non-negative budgets, got {self.budgets!r}")
         require(len(self.seeds) > 0 and all(s >= 0 for s in self.seeds), "seeds",

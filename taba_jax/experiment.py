@@ -25,9 +25,10 @@ from taba_jax.tasks import delta_m
 from taba_jax.train import train_and_evaluate
 
 RESULTS_FILE = "results.jsonl"
+FAILURES_FILE = "failures.jsonl"  # runs that failed every attempt, with their errors
 # Fields that may change between invocations on one workdir: they select runs, not how a run is done.
 RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "oracle_budgets", "oracle_resolution", "keep_checkpoints",
-                        "workers", "threads_per_worker")
+                        "workers", "threads_per_worker", "executor", "ray_address", "gpus_per_run", "max_retries")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +78,12 @@ def _exclusive(workdir: str):
 def run(config: ExperimentConfig, workdir: str, progress: bool = True,
         executor: executors.Executor | None = None) -> list[ExperimentRecord]:
     """Runs every unfinished run of `config`, then writes the report and plots; returns all records
-    of this setting. Runs execute on `executor` (default: `config.workers` processes); this process
-    is the only writer of results.jsonl and appends each run as it finishes. Killing and re-running
-    resumes: finished runs are skipped, a half-finished one restarts from its last checkpoint."""
+    of this setting. Runs execute on `executor` (default: the one `config.executor` names), each after
+    its seed's full-supervision reference; this process is the only writer of results.jsonl and
+    appends each run as it finishes. A run that fails is retried up to `config.max_retries` times,
+    then appended to failures.jsonl with its error while the sweep goes on. Killing and re-running
+    resumes: finished runs are skipped, failed ones tried again, a half-finished one restarts from
+    its last checkpoint."""
     train_job.check_tasks(config)
     train_job.make_workdir(workdir)
     with _exclusive(workdir):
@@ -87,32 +91,89 @@ def run(config: ExperimentConfig, workdir: str, progress: bool = True,
         return _run_locked(config, workdir, progress, executor)
 
 
+def failures(workdir: str) -> list[dict]:
+    """The runs of failures.jsonl that have not succeeded since (each with its error)."""
+    done = {r.key for r in read_records(workdir)}
+    return [f for f in io_utils.read_jsonl(os.path.join(workdir, FAILURES_FILE))
+            if (f["setting"], f["strategy"], f["budget"], f["seed"]) not in done]
+
+
+class SweepProgress:
+    """One line per finished run: runs done / total, failures so far, and the time left at the
+    rate so far (runs run side by side, so the rate is measured, not summed)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.failed, self.started = total, 0, 0, time.perf_counter()
+
+    def line(self, outcome: executors.Outcome) -> str:
+        self.done += 1
+        self.failed += not outcome.ok
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        spec = outcome.job.arg
+        what = f"{spec.strategy} budget {spec.budget:g} seed {spec.seed}"
+        if outcome.ok:
+            what += f": Δm {outcome.result['delta_m']:+.2f} in {outcome.result['wall_seconds']:.0f} s"
+        else:
+            what += f": FAILED after {outcome.attempts} attempt(s): {outcome.error.splitlines()[-1]}"
+        return (f"[{self.done}/{self.total}] {what} | {self.failed} failed | "
+                f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+
 def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
                 executor: executors.Executor | None) -> list[ExperimentRecord]:
     results_path = os.path.join(workdir, RESULTS_FILE)
     if io_utils.repair_jsonl(results_path):
         print(f"{results_path}: cut off a torn last line left by a killed run")
+    io_utils.repair_jsonl(os.path.join(workdir, FAILURES_FILE))
     done = {r.key for r in read_records(workdir)}
     runs = plan(config)
     todo = [r for r in runs if (config.setting, r.strategy, r.budget, r.seed) not in done]
     print(f"setting {config.setting!r}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
     dataset = train_job.load_dataset(config, workdir)  # generated once; workers read its cache
-    executor = executor or executors.make_executor(config.workers, config.threads_per_worker)
+    if executor is None:
+        executor = executors.make_executor(config.executor, config.workers, config.threads_per_worker,
+                                           config.ray_address, config.threads_per_worker, config.gpus_per_run)
     in_process = isinstance(executor, executors.InProcess)
     shared = (dataset, progress) if in_process else (None, False)  # workers load the cached dataset
-    missing = sorted({r.seed for r in todo if not os.path.exists(_reference_path(workdir, r.seed))})
-    for seed, _ in executor.map_unordered(functools.partial(_reference_job, config, workdir, *shared), missing):
-        print(f"full-supervision reference of seed {seed} trained", flush=True)
+    references = [executors.Job(("reference", seed), functools.partial(_reference_job, config, workdir, *shared), seed)
+                  for seed in sorted({r.seed for r in todo}) if not os.path.exists(_reference_path(workdir, seed))]
     job = functools.partial(_run_job, config, workdir, *shared)
-    for number, (spec, record) in enumerate(executor.map_unordered(job, todo), 1):
-        io_utils.append_jsonl(results_path, record)
-        print(f"[{number}/{len(todo)}] {spec.strategy} budget {spec.budget:g} seed {spec.seed}: "
-              f"Δm {record['delta_m']:+.2f} in {record['wall_seconds']:.0f} s", flush=True)
+    jobs = references + [executors.Job(spec, job, spec, after=(("reference", spec.seed),)) for spec in todo]
+    sweep = SweepProgress(len(todo))
+
+    def retrying(job, attempt, error):
+        print(f"{job.key} failed (attempt {attempt} of {config.max_retries + 1}), retrying: "
+              f"{error.splitlines()[-1]}", flush=True)
+
+    for outcome in executors.run_jobs(executor, jobs, config.max_retries, retrying):
+        if isinstance(outcome.job.arg, RunSpec):
+            if outcome.ok:
+                io_utils.append_jsonl(results_path, outcome.result)
+            else:
+                spec = outcome.job.arg
+                io_utils.append_jsonl(os.path.join(workdir, FAILURES_FILE), {
+                    "setting": config.setting, "strategy": spec.strategy, "budget": spec.budget, "seed": spec.seed,
+                    "attempts": outcome.attempts, "error": outcome.error})
+            print(sweep.line(outcome), flush=True)
+        elif outcome.ok:
+            print(f"full-supervision reference of seed {outcome.job.arg} trained", flush=True)
+        else:
+            print(f"full-supervision reference of seed {outcome.job.arg} FAILED; its runs are not run:\n"
+                  f"{outcome.error}", flush=True)
     records = [r for r in read_records(workdir) if r.setting == config.setting]
     references = [_load_json(_reference_path(workdir, seed)) for seed in sorted({r.seed for r in records})]
     report.write(records, workdir, title=f"Setting `{config.setting}`: tasks {', '.join(config.tasks)}, costs "
                  f"{', '.join(f'{c:g}' for c in config.costs)}, pool {len(dataset.train)} images, "
                  f"{config.image_size}x{config.image_size}", tasks=list(config.tasks), references=references)
+    if sweep.failed:
+        print(f"{sweep.failed} of {len(todo)} runs failed: {os.path.join(workdir, FAILURES_FILE)}; "
+              "re-run the same command to try them again", flush=True)
     return records
 
 

@@ -135,11 +135,13 @@ def run(config: TrainJobConfig, workdir: str, progress: bool = True) -> dict:
                                      os.path.join(workdir, "taba"), progress)
         else:
             allocation = allocate(problem, config.strategy, seed=config.seed)
-    allocation.save(os.path.join(workdir, "allocation.npz"))
-    print(allocation.summary(), flush=True)
+    if jax.process_index() == 0:
+        allocation.save(os.path.join(workdir, "allocation.npz"))
+        print(allocation.summary(), flush=True)
     results = train_and_evaluate(dataset, allocation.labeled_sets(), config.train, workdir, seed=config.seed,
                                  progress=progress)
-    results.update(config=to_json(config), allocation=allocation.to_json())
+    results.update(config=to_json(config), allocation=allocation.to_json(), processes=jax.process_count(),
+                   devices=jax.device_count())
     if reference is not None:
         results["delta_m"] = delta_m({t: m["primary"] for t, m in results["metrics"].items()}, reference, tasks)
         results["reference"] = os.path.abspath(config.reference)

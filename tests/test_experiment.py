@@ -219,16 +219,46 @@ def test_plan_adds_the_share_grid_at_the_oracle_budgets():
         tiny_config(oracle_budgets=(999,))
 
 
-def test_parallel_workers_write_the_same_records_as_one_process(tmp_path):
+def test_parallel_workers_and_ray_write_the_same_records_as_one_process(tmp_path):
     config = tiny_config(strategies=("equal_budget", "single_task:depth"), budgets=(260,), seeds=(0, 1))
     sequential = experiment.run(config, str(tmp_path / "one"), progress=False, executor=executors.InProcess())
-    parallel = experiment.run(dataclasses.replace(config, workers=2), str(tmp_path / "two"), progress=False)
-    assert len(parallel) == 4 and {r.key for r in parallel} == {r.key for r in sequential}
     by_key = {r.key: r for r in sequential}
-    for r in parallel:
-        assert r.labels == by_key[r.key].labels
-        assert r.delta_m == pytest.approx(by_key[r.key].delta_m, rel=1e-5, abs=1e-6)
-        for task, metrics in r.metrics.items():
-            assert metrics["primary"] == pytest.approx(by_key[r.key].metrics[task]["primary"], rel=1e-5, abs=1e-6)
-    lines = (tmp_path / "two" / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 4 and all(json.loads(line) for line in lines)
+    elsewhere = {"two": dataclasses.replace(config, workers=2)}
+    if importlib.util.find_spec("ray") is not None:
+        elsewhere["ray"] = dataclasses.replace(config, workers=2, executor="ray")
+    for name, other in elsewhere.items():
+        parallel = experiment.run(other, str(tmp_path / name), progress=False)
+        assert len(parallel) == 4 and {r.key for r in parallel} == set(by_key), name
+        for r in parallel:
+            assert r.labels == by_key[r.key].labels
+            assert r.delta_m == pytest.approx(by_key[r.key].delta_m, rel=1e-5, abs=1e-6), name
+            for task, metrics in r.metrics.items():
+                assert metrics["primary"] == pytest.approx(by_key[r.key].metrics[task]["primary"], rel=1e-5, abs=1e-6)
+        lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+        assert len(lines) == 4 and all(json.loads(line) for line in lines)
+
+
+def test_a_failing_run_is_retried_recorded_and_tried_again_on_rerun(tmp_path, monkeypatch, capsys):
+    config = tiny_config(strategies=("equal_budget", "single_task:depth"), budgets=(260,), seeds=(0,), max_retries=1)
+    real = experiment._run_one
+    attempts = []
+
+    def flaky(dataset, spec, *args):
+        attempts.append(spec.strategy)
+        if spec.strategy == "single_task:depth":
+            raise RuntimeError("the labelling service is down")
+        return real(dataset, spec, *args)
+
+    monkeypatch.setattr(experiment, "_run_one", flaky)
+    records = experiment.run(config, str(tmp_path), progress=False)
+    assert [r.strategy for r in records] == ["equal_budget"] and attempts.count("single_task:depth") == 2
+    [failure] = experiment.failures(str(tmp_path))
+    assert failure["strategy"] == "single_task:depth" and failure["attempts"] == 2
+    assert "RuntimeError: the labelling service is down" in failure["error"]
+    out = capsys.readouterr().out
+    assert "retrying" in out and "[2/2]" in out and "1 failed" in out and "ETA" in out
+    assert "1 of 2 runs failed" in out
+
+    monkeypatch.setattr(experiment, "_run_one", real)
+    assert len(experiment.run(config, str(tmp_path), progress=False)) == 2  # the failed run only is run again
+    assert experiment.failures(str(tmp_path)) == []

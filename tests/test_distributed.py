@@ -1,0 +1,98 @@
+"""Multi-process training for real: two JAX processes on localhost (gloo CPU collectives) against one."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from taba_jax import config as cfg, distributed, train_job
+from taba_jax.budget import Allocation
+from taba_jax.train import Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = {"tasks": "segment,depth", "costs": "10,3", "num_images": 60, "image_size": 8, "budget": 300,
+             "train.num_steps": 6, "train.batch_size": 4, "train.widths": "8", "train.checkpoint_every": 3,
+             "train.log_every": 3, "train.warmup_steps": 1}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_command(workdir, *extra):
+    return [sys.executable, "launch/train.py", "--config=configs/synthetic.py", f"--workdir={workdir}",
+            *(f"--config.{k}={v}" for k, v in OVERRIDES.items()), *extra]
+
+
+def _environment():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    return env
+
+
+def _config():
+    """The job the command line above describes, as the launcher parses it."""
+    return cfg.TrainJobConfig(
+        tasks=("segment", "depth"), costs=(10.0, 3.0), num_images=60, image_size=8, budget=300.0,
+        strategy="equal_budget", train=cfg.TrainConfig(num_steps=6, batch_size=4, widths=(8,), checkpoint_every=3,
+                                                       log_every=3, warmup_steps=1))
+
+
+def _trainer(workdir, config):
+    """The job's trainer in this (one-device) process, on the allocation the job saved."""
+    dataset = train_job.load_dataset(config, str(workdir))
+    allocation = Allocation.load(str(workdir / "allocation.npz"))
+    return Trainer(dataset, allocation.labeled_sets(), config.train, str(workdir), config.seed)
+
+
+def _last_losses(workdir):
+    with open(workdir / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    return {k: v for k, v in rows[-1].items() if k.startswith("loss")}
+
+
+def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(tmp_path):
+    port = _free_port()
+    two = tmp_path / "two"
+    processes = [subprocess.Popen(
+        _train_command(two, f"--jax_coordinator_address=127.0.0.1:{port}", "--jax_num_processes=2",
+                       f"--jax_process_id={rank}"),
+        cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+    assert "Delta_m" not in outputs[1] and "wrote" not in outputs[1] and "wrote" in outputs[0]  # only process 0 reports
+    one = tmp_path / "one"
+    single = subprocess.run(_train_command(one), cwd=ROOT, env=_environment(), capture_output=True, text=True,
+                            timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    two_results, one_results = (json.loads((d / "results.json").read_text()) for d in (two, one))
+    assert (two_results["processes"], two_results["devices"]) == (2, 2)  # one job over both processes
+    assert (one_results["processes"], one_results["devices"]) == (1, 1)
+    for task, metrics in one_results["metrics"].items():
+        assert two_results["metrics"][task]["primary"] == pytest.approx(metrics["primary"], rel=1e-3, abs=1e-4)
+    two_losses, one_losses = _last_losses(two), _last_losses(one)
+    assert two_losses.keys() == one_losses.keys() and two_losses
+    for key, value in one_losses.items():
+        assert two_losses[key] == pytest.approx(value, rel=1e-4)
+
+    trainers = [_trainer(two, _config()), _trainer(one, _config())]
+    initial = jax.tree.leaves(trainers[0].init_state().params)
+    two_params, one_params = (jax.tree.leaves(t.train(progress=False).params) for t in trainers)  # restored at the end
+    for a, b in zip(two_params, one_params, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    assert not all(np.allclose(a, b) for a, b in zip(two_params, initial))  # the restored params are trained ones
+
+
+def test_bad_process_ids_are_refused_before_joining():
+    with pytest.raises(ValueError, match=r"--jax_process_id must be in \[0, 2\), got 2"):
+        distributed.initialize("127.0.0.1:1", 2, 2)
+    with pytest.raises(ValueError, match="--jax_num_processes must be positive, got 0"):
+        distributed.initialize("127.0.0.1:1", 0, 0)
