@@ -7,19 +7,22 @@ Re-running the same command skips finished runs (results.jsonl), so a killed exp
 from absl import flags
 from ml_collections import config_flags
 
-from taba_jax import cli, config as cfg, experiment
+from taba_jax import cli, config as cfg, distributed, experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "results.jsonl, report.md, plots, runs/, reference/.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar per training run.")
+_DISTRIBUTED = distributed.define_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
     config = cfg.parse(cfg.ExperimentConfig, _CONFIG.value)
+    distributed.initialize_from_flags(_DISTRIBUTED)  # every run trained across the job's processes
     records = experiment.run(config, _WORKDIR.value, progress=_PROGRESS.value)
-    print(f"{len(records)} runs of setting {config.setting!r}; report: {_WORKDIR.value}/report.md")
+    if distributed.is_lead():
+        print(f"{len(records)} runs of setting {config.setting!r}; report: {_WORKDIR.value}/report.md")
 
 
 if __name__ == "__main__":

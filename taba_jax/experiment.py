@@ -13,9 +13,10 @@ import os
 import shutil
 import time
 
+import jax
 import numpy as np
 
-from taba_jax import executors, io_utils, report, taba, train_job
+from taba_jax import distributed, executors, io_utils, report, taba, train_job
 from taba_jax.budget import BudgetProblem, allocate
 from taba_jax.config import ExperimentConfig, to_json
 from taba_jax.data.dataset import MultiTaskDataset
@@ -83,10 +84,16 @@ def run(config: ExperimentConfig, workdir: str, progress: bool = True,
     appends each run as it finishes. A run that fails is retried up to `config.max_retries` times,
     then appended to failures.jsonl with its error while the sweep goes on. Killing and re-running
     resumes: finished runs are skipped, failed ones tried again, a half-finished one restarts from
-    its last checkpoint."""
+    its last checkpoint. In a multi-process JAX job (`taba_jax.distributed`) every process runs the
+    same runs one after another, each trained across all of them; process 0 writes and reports."""
     train_job.check_tasks(config)
     train_job.make_workdir(workdir)
-    with _exclusive(workdir):
+    if jax.process_count() > 1 and (config.executor != "local" or config.workers > 1 or
+                                    not isinstance(executor, (executors.InProcess, type(None)))):
+        raise ConfigError("config.executor", f"a multi-process job ({jax.process_count()} processes) trains each run "
+                                             "across every process: use executor=local with workers=1, got "
+                                             f"executor={config.executor!r}, workers={config.workers}")
+    with _exclusive(workdir) if distributed.is_lead() else contextlib.nullcontext():
         _check_same_config(config, workdir)
         return _run_locked(config, workdir, progress, executor)
 
@@ -127,14 +134,17 @@ def _clock(seconds: float) -> str:
 
 def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
                 executor: executors.Executor | None) -> list[ExperimentRecord]:
+    lead = distributed.is_lead()
+    say = print if lead else (lambda *args, **kwargs: None)
     results_path = os.path.join(workdir, RESULTS_FILE)
-    if io_utils.repair_jsonl(results_path):
-        print(f"{results_path}: cut off a torn last line left by a killed run")
-    io_utils.repair_jsonl(os.path.join(workdir, FAILURES_FILE))
+    if lead and io_utils.repair_jsonl(results_path):
+        say(f"{results_path}: cut off a torn last line left by a killed run")
+    if lead:
+        io_utils.repair_jsonl(os.path.join(workdir, FAILURES_FILE))
     done = {r.key for r in read_records(workdir)}
     runs = plan(config)
     todo = [r for r in runs if (config.setting, r.strategy, r.budget, r.seed) not in done]
-    print(f"setting {config.setting!r}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
+    say(f"setting {config.setting!r}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
     dataset = train_job.load_dataset(config, workdir)  # generated once; workers read its cache
     if executor is None:
         executor = executors.make_executor(config.executor, config.workers, config.threads_per_worker,
@@ -148,11 +158,13 @@ def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
     sweep = SweepProgress(len(todo))
 
     def retrying(job, attempt, error):
-        print(f"{job.key} failed (attempt {attempt} of {config.max_retries + 1}), retrying: "
+        say(f"{job.key} failed (attempt {attempt} of {config.max_retries + 1}), retrying: "
               f"{error.splitlines()[-1]}", flush=True)
 
     for outcome in executors.run_jobs(executor, jobs, config.max_retries, retrying):
         if isinstance(outcome.job.arg, RunSpec):
+            if not lead:
+                continue
             if outcome.ok:
                 io_utils.append_jsonl(results_path, outcome.result)
             else:
@@ -160,13 +172,15 @@ def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
                 io_utils.append_jsonl(os.path.join(workdir, FAILURES_FILE), {
                     "setting": config.setting, "strategy": spec.strategy, "budget": spec.budget, "seed": spec.seed,
                     "attempts": outcome.attempts, "error": outcome.error})
-            print(sweep.line(outcome), flush=True)
+            say(sweep.line(outcome), flush=True)
         elif outcome.ok:
-            print(f"full-supervision reference of seed {outcome.job.arg} trained", flush=True)
+            say(f"full-supervision reference of seed {outcome.job.arg} trained", flush=True)
         else:
-            print(f"full-supervision reference of seed {outcome.job.arg} FAILED; its runs are not run:\n"
+            say(f"full-supervision reference of seed {outcome.job.arg} FAILED; its runs are not run:\n"
                   f"{outcome.error}", flush=True)
     records = [r for r in read_records(workdir) if r.setting == config.setting]
+    if not lead:
+        return records
     references = [_load_json(_reference_path(workdir, seed)) for seed in sorted({r.seed for r in records})]
     report.write(records, workdir, title=f"Setting `{config.setting}`: tasks {', '.join(config.tasks)}, costs "
                  f"{', '.join(f'{c:g}' for c in config.costs)}, pool {len(dataset.train)} images, "

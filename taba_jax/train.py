@@ -92,17 +92,33 @@ def learning_rate(state: TrainState) -> jax.Array:
 def init_state(definition: StepDefinition, key: jax.Array, image_shape: tuple[int, ...],
                config: TrainConfig) -> TrainState:
     """Fresh parameters and optimizer state for a run of `config` (pure; jit it or eval_shape it)."""
-    params = definition.model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+    return _init_state(definition, key, tuple(image_shape), run_values(config))
+
+
+def run_values(config: TrainConfig) -> dict[str, np.ndarray]:
+    """The numbers of a run that live in its state as values, so that runs differing only in them
+    share one compiled init and step."""
+    return {"weight_decay": np.float32(config.weight_decay), "peak_learning_rate": np.float32(config.learning_rate),
+            "warmup_steps": np.float32(config.warmup_steps),
+            "total_steps": np.float32(max(config.num_steps, config.warmup_steps + 1))}
+
+
+def _init_state(definition: StepDefinition, key: jax.Array, image_shape: tuple[int, ...], values) -> TrainState:
+    params = definition.model.init(key, jnp.zeros((1,) + image_shape, jnp.float32))
     opt_state = _optimizer().init(params)
-    opt_state.hyperparams["weight_decay"] = jnp.asarray(config.weight_decay, jnp.float32)
-    as32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    opt_state.hyperparams["weight_decay"] = jnp.asarray(values["weight_decay"], jnp.float32)
     method = definition.weighting
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                      peak_learning_rate=as32(config.learning_rate), warmup_steps=as32(config.warmup_steps),
-                      total_steps=as32(max(config.num_steps, config.warmup_steps + 1)),
-                      nonfinite_step=jnp.full((), -1, jnp.int32),
+                      peak_learning_rate=values["peak_learning_rate"], warmup_steps=values["warmup_steps"],
+                      total_steps=values["total_steps"], nonfinite_step=jnp.full((), -1, jnp.int32),
                       weighting_state=None if method is None else method.init(len(definition.tasks)),
                       weighting_key=None if method is None else jax.random.fold_in(key, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_init(sharding: NamedSharding):
+    """`_init_state` jitted once per output sharding (and compiled once per definition and shape)."""
+    return jax.jit(_init_state, static_argnums=(0, 2), out_shardings=sharding)
 
 
 def task_losses(definition: StepDefinition, params, batch) -> dict[str, jax.Array]:
@@ -391,7 +407,9 @@ class Trainer:
 
     def init_state(self) -> TrainState:
         """Fresh state from the seed's `init` stream, replicated on the mesh."""
-        return jax.jit(self._init_fn(), out_shardings=self.replicated)(rng.jax_key(self.seed, "init"))
+        image_shape = tuple(self.dataset.train.images.shape[1:])
+        return _compiled_init(self.replicated)(self.definition, rng.jax_key(self.seed, "init"), image_shape,
+                                               run_values(self.config))
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the state, without computing it (restore target)."""

@@ -96,3 +96,32 @@ def test_bad_process_ids_are_refused_before_joining():
         distributed.initialize("127.0.0.1:1", 2, 2)
     with pytest.raises(ValueError, match="--jax_num_processes must be positive, got 0"):
         distributed.initialize("127.0.0.1:1", 0, 0)
+
+
+def test_two_process_sweep_writes_the_records_of_one_process(tmp_path):
+    sweep = ["launch/experiment.py", "--config=configs/experiment.py:tag,quick", "--noprogress",
+             "--config.tasks=segment,depth", "--config.costs=10,3", "--config.num_images=60", "--config.image_size=8",
+             "--config.budgets=300", "--config.seeds=0", "--config.strategies=equal_budget,taba",
+             "--config.train.num_steps=4", "--config.train.batch_size=4", "--config.train.widths=8",
+             "--config.train.checkpoint_every=4", "--config.train.log_every=4", "--config.taba.affinity_every=1",
+             "--config.taba.subset_fractions=0.5"]
+    port = _free_port()
+    processes = [subprocess.Popen(
+        [sys.executable, *sweep, f"--workdir={tmp_path / 'two'}", f"--jax_coordinator_address=127.0.0.1:{port}",
+         "--jax_num_processes=2", f"--jax_process_id={rank}"],
+        cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+    assert "[2/2]" in outputs[0] and "[1/2]" not in outputs[1]  # process 0 alone reports
+    single = subprocess.run([sys.executable, *sweep, f"--workdir={tmp_path / 'one'}"], cwd=ROOT, env=_environment(),
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two, one = ({r["strategy"]: r for r in map(json.loads, (tmp_path / d / "results.jsonl").read_text().splitlines())}
+                for d in ("two", "one"))
+    assert set(two) == set(one) == {"equal_budget", "taba"}  # each run written once, by process 0
+    assert two["equal_budget"]["labels"] == one["equal_budget"]["labels"]
+    assert two["equal_budget"]["delta_m"] == pytest.approx(one["equal_budget"]["delta_m"], rel=1e-3, abs=1e-3)
+    # TABA's estimate from a pilot trained across two processes: the same up to summation order
+    np.testing.assert_allclose(two["taba"]["taba"]["affinity"], one["taba"]["taba"]["affinity"], rtol=1e-3, atol=1e-4)
+    for task, count in one["taba"]["labels"].items():
+        assert two["taba"]["labels"][task] == pytest.approx(count, rel=0.02, abs=2)
