@@ -1,4 +1,5 @@
 """Multi-process training for real: two JAX processes on localhost (gloo CPU collectives) against one."""
+import importlib.util
 import json
 import os
 import socket
@@ -9,11 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from taba_jax import config as cfg, distributed, train_job
+from taba_jax import config as cfg, distributed, experiment, train_job
 from taba_jax.budget import Allocation
 from taba_jax.train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SPEC = importlib.util.spec_from_file_location("experiment_config", os.path.join(ROOT, "configs", "experiment.py"))
+experiment_config = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(experiment_config)
 OVERRIDES = {"tasks": "segment,depth", "costs": "10,3", "num_images": 60, "image_size": 8, "budget": 300,
              "train.num_steps": 6, "train.batch_size": 4, "train.widths": "8", "train.checkpoint_every": 3,
              "train.log_every": 3, "train.warmup_steps": 1}
@@ -69,9 +73,8 @@ def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(tmp_p
     assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
     assert "Delta_m" not in outputs[1] and "wrote" not in outputs[1] and "wrote" in outputs[0]  # only process 0 reports
     one = tmp_path / "one"
-    single = subprocess.run(_train_command(one), cwd=ROOT, env=_environment(), capture_output=True, text=True,
-                            timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
+    assert jax.process_count() == 1
+    train_job.run(_config(), str(one), progress=False)  # the same job in this one-process, one-device run
 
     two_results, one_results = (json.loads((d / "results.json").read_text()) for d in (two, one))
     assert (two_results["processes"], two_results["devices"]) == (2, 2)  # one job over both processes
@@ -113,9 +116,12 @@ def test_two_process_sweep_writes_the_records_of_one_process(tmp_path):
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
     assert "[2/2]" in outputs[0] and "[1/2]" not in outputs[1]  # process 0 alone reports
-    single = subprocess.run([sys.executable, *sweep, f"--workdir={tmp_path / 'one'}"], cwd=ROOT, env=_environment(),
-                            capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
+    config = experiment_config.get_config("tag,quick")  # the sweep above, in this one-process run
+    config.update(tasks=("segment", "depth"), costs=(10.0, 3.0), num_images=60, image_size=8, budgets=(300.0,),
+                  seeds=(0,), strategies=("equal_budget", "taba"))
+    config.train.update(num_steps=4, batch_size=4, widths=(8,), checkpoint_every=4, log_every=4)
+    config.taba.update(affinity_every=1, subset_fractions=(0.5,))
+    experiment.run(cfg.parse(cfg.ExperimentConfig, config), str(tmp_path / "one"), progress=False)
     two, one = ({r["strategy"]: r for r in map(json.loads, (tmp_path / d / "results.jsonl").read_text().splitlines())}
                 for d in ("two", "one"))
     assert set(two) == set(one) == {"equal_budget", "taba"}  # each run written once, by process 0
