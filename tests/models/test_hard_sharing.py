@@ -8,8 +8,8 @@ from taba_jax.models import MultiTaskNet, shared_parameters
 def test_every_head_has_its_shape_and_lives_under_heads():
     model = MultiTaskNet(tuple(task_specs()), widths=(8, 16))
     images = np.zeros((3, 16, 16, 3), np.float32)
-    params = model.init(jax.random.key(0), images)
-    outputs = model.apply(params, images)
+    params = jax.eval_shape(model.init, jax.random.key(0), images)  # shapes only: nothing to compile
+    outputs = jax.eval_shape(model.apply, params, images)
     expected = {"segment": (3, 16, 16, 5), "depth": (3, 16, 16, 1), "normal": (3, 16, 16, 3),
                 "edge": (3, 16, 16, 1), "classify": (3, 4), "texture": (3, 1)}
     assert {k: v.shape for k, v in outputs.items()} == expected
@@ -18,7 +18,7 @@ def test_every_head_has_its_shape_and_lives_under_heads():
 
 def test_shared_parameters_are_everything_outside_heads():
     model = MultiTaskNet(tuple(task_specs(["segment", "texture"])), widths=(8,))
-    params = model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
+    params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
     marks = shared_parameters(params)
     flat = jax.tree_util.tree_flatten_with_path(marks)[0]
     for path, shared in flat:
