@@ -1,6 +1,6 @@
 """Runs per hour of one small sweep under different splits of the CPU into worker processes.
 
-    python benchmarks/sweep_throughput.py [--splits=in_process,1x2,2x1] [--runs=8] [--steps=100]
+    python benchmarks/sweep_throughput.py [--splits=in_process,1x2,2x1,ray:2x1] [--runs=8] [--steps=100]
 
 Each split runs the same sweep (equal_budget and random_pairs at several budgets, one seed, the
 full-supervision reference excluded) in a fresh workdir: `in_process` is the runner's default (this
@@ -16,7 +16,8 @@ from absl import app, flags
 from taba_jax import config as cfg
 from taba_jax import executors, experiment
 
-_SPLITS = flags.DEFINE_list("splits", ["in_process", "1x2", "2x1"], "in_process or WORKERSxTHREADS.")
+_SPLITS = flags.DEFINE_list("splits", ["in_process", "1x2", "2x1", "ray:2x1"],
+                            "in_process, WORKERSxTHREADS (local processes) or ray:WORKERSxTHREADS (a local Ray).")
 _RUNS = flags.DEFINE_integer("runs", 8, "Runs per sweep (two strategies x runs/2 budgets).")
 _STEPS = flags.DEFINE_integer("steps", 100, "Training steps per run.")
 
@@ -33,7 +34,10 @@ def sweep_config(runs: int, steps: int) -> cfg.ExperimentConfig:
 def executor_for(split: str) -> executors.Executor:
     if split == "in_process":
         return executors.InProcess()
+    kind, _, split = split.rpartition(":")
     workers, threads = (int(x) for x in split.split("x"))
+    if kind == "ray":
+        return executors.make_executor("ray", workers, threads, cpus_per_run=threads)
     return executors.WorkerProcesses(workers, threads)
 
 

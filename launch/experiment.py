@@ -3,6 +3,9 @@
     python launch/experiment.py --config=configs/experiment.py:geometry,quick --workdir=/tmp/taba_geometry
 
 Re-running the same command skips finished runs (results.jsonl), so a killed experiment resumes.
+Runs execute in this process (default), in `--config.workers` local processes, or as Ray tasks
+(`--config.executor=ray [--config.ray_address=auto] [--config.gpus_per_run=1]`); failed runs are
+retried `--config.max_retries` times, then listed in failures.jsonl.
 """
 from absl import flags
 from ml_collections import config_flags

@@ -3,10 +3,10 @@ the scheduler that feeds them a dependency graph of jobs.
 
 An executor only starts a call and hands back a `concurrent.futures.Future`; `run_jobs` decides
 what to submit when (a run after its seed's reference), retries failures, and yields each outcome
-as it finishes so that the caller — the only writer of results — appends it at once. On a CPU,
-several single-threaded models side by side train more runs per hour than one model using every
-core (`benchmarks/sweep_throughput.py` measures the split); batching runs with `jax.vmap` was
-measured slower on this CPU.
+as it finishes so that the caller — the only writer of results — appends it at once. On the
+2-core CPU this was built on, one run at a time in this process (sharing compilations, every core
+per run) trained 1.5x more runs per hour than two single-threaded worker processes
+(`benchmarks/sweep_throughput.py`); worker processes and Ray pay off with more cores, GPUs or hosts.
 """
 from __future__ import annotations
 
