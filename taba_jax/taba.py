@@ -190,11 +190,9 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
                                 tasks=names)
         hooks = [train.CallbackHook(probe, config.affinity_every)] if probe is not None and size == n else []
         params = trainer.train(progress=progress, hooks=hooks).params
-        validation = train.evaluate_losses(trainer.model, params, tasks, dataset.splits["validation"],
-                                           train_config.eval_batch_size)
-        losses[size] = [max(validation[t], 1e-12) for t in names]
         metrics = train.evaluate(trainer.model, params, tasks, dataset.splits["validation"],
-                                 train_config.eval_batch_size)
+                                 train_config.eval_batch_size, with_loss=True)
+        losses[size] = [max(metrics[t]["loss"], 1e-12) for t in names]
         errors[size] = [max(primary_error(metrics[t]), 1e-6) for t in names]
     subset_sizes = sizes + [n]
     subset_losses = np.array([losses[s] for s in subset_sizes])

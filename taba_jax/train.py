@@ -512,40 +512,34 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _batch_sums(model, tasks: tuple[TaskSpec, ...], statistic: str, params, images, targets):
-    """Per-batch sums: metric statistics, or example-weighted losses."""
+def _batch_sums(model, tasks: tuple[TaskSpec, ...], with_loss: bool, params, images, targets):
+    """Per-batch sums of each task's metric statistics (and example-weighted loss), one forward pass."""
     predictions = model.apply(params, images)
-    if statistic == "metrics":
-        return {t.name: t.metric_sums(predictions[t.name], targets[t.name]) for t in tasks}
-    return {t.name: t.loss(predictions[t.name], targets[t.name]) * images.shape[0] for t in tasks}
+    sums = {"metrics": {t.name: t.metric_sums(predictions[t.name], targets[t.name]) for t in tasks}}
+    if with_loss:
+        sums["losses"] = {t.name: t.loss(predictions[t.name], targets[t.name]) * images.shape[0] for t in tasks}
+    return sums
 
 
-def _split_sums(model, tasks, statistic, params, split: Split, batch_size: int):
+def evaluate(model, params, tasks: Sequence[TaskSpec], split: Split, batch_size: int = 256,
+             with_loss: bool = False) -> dict:
+    """Per-task metrics on a split, each task's primary metric under "primary", and the same
+    metric of the task's trivial baseline (e.g. all-background mIoU) under "baseline"; with
+    `with_loss`, also the task's mean training loss under "loss" (from the same forward passes)."""
     total = None
     for start in range(0, len(split), batch_size):
         images, targets = split.batch(slice(start, start + batch_size), [t.name for t in tasks])
-        batch = jax.device_get(_batch_sums(model, tuple(tasks), statistic, params, images, targets))
+        batch = jax.device_get(_batch_sums(model, tuple(tasks), with_loss, params, images, targets))
         total = batch if total is None else jax.tree.map(np.add, total, batch)
-    return total
-
-
-def evaluate(model, params, tasks: Sequence[TaskSpec], split: Split, batch_size: int = 256) -> dict:
-    """Per-task metrics on a split, each task's primary metric under "primary", and the same
-    metric of the task's trivial baseline (e.g. all-background mIoU) under "baseline"."""
-    total = _split_sums(model, tasks, "metrics", params, split, batch_size)
     metrics = {}
     for task in tasks:
-        values = task.finalize_metrics(total[task.name])
+        values = task.finalize_metrics(total["metrics"][task.name])
         baseline = task.baseline_metrics(split.targets[task.name])[task.primary_metric]
         metrics[task.name] = {**values, "primary": values[task.primary_metric], "primary_metric": task.primary_metric,
                               "higher_is_better": task.higher_is_better, "baseline": baseline}
+        if with_loss:
+            metrics[task.name]["loss"] = float(total["losses"][task.name] / len(split))
     return metrics
-
-
-def evaluate_losses(model, params, tasks: Sequence[TaskSpec], split: Split, batch_size: int = 256) -> dict[str, float]:
-    """Mean training loss of each task over a split (all examples labeled)."""
-    total = _split_sums(model, tasks, "losses", params, split, batch_size)
-    return {t.name: float(total[t.name] / len(split)) for t in tasks}
 
 
 def train_and_evaluate(dataset: MultiTaskDataset, labeled: Mapping[str, np.ndarray], config: TrainConfig,

@@ -201,3 +201,20 @@ def test_multi_task_weighting_trains_and_resumes_with_its_state(dataset, tmp_pat
     assert all(np.isfinite(v) for v in full.final_losses.values())
     scalars = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert {"weight/segment", "weight/depth"} <= set(scalars[-1])
+
+
+def test_evaluate_with_loss_adds_each_tasks_mean_training_loss(dataset, tmp_path):
+    trainer = train.Trainer(dataset, labeled_sets(dataset), tiny_config(), str(tmp_path))
+    params = trainer.init_state().params
+    split, tasks = dataset.splits["validation"], trainer.all_tasks
+    images, targets = split.batch(slice(0, len(split)), [t.name for t in tasks])
+    predictions = trainer.model.apply(params, images)
+    expected = {t.name: float(t.loss(predictions[t.name], targets[t.name])) for t in tasks}
+    whole = train.evaluate(trainer.model, params, tasks, split, batch_size=len(split), with_loss=True)
+    batched = train.evaluate(trainer.model, params, tasks, split, batch_size=5, with_loss=True)  # uneven last batch
+    for task in tasks:
+        assert whole[task.name]["loss"] == pytest.approx(expected[task.name], rel=1e-4)
+        if task.name != "edge":  # class-balanced BCE weighs by each batch's own positives
+            assert batched[task.name]["loss"] == pytest.approx(expected[task.name], rel=1e-4)
+        assert batched[task.name]["primary"] == pytest.approx(whole[task.name]["primary"], rel=1e-4)
+    assert all("loss" not in m for m in train.evaluate(trainer.model, params, tasks, split).values())
