@@ -7,8 +7,8 @@ Both sides train the same architecture (taba_jax.models.MultiTaskNet with the de
 16,32,64: GroupNorm ResNet encoder-decoder, per-task heads) on the same synthetic batches with the
 same losses (segment cross-entropy, depth L1, normal 1 - cosine, edge class-balanced BCE) and AdamW,
 per-task batching (one batch of --batch_size images per task). Prints images per second (all task
-batches counted) of each framework's step, median over --steps timed steps after warm-up, and the
-JAX/PyTorch ratio. PyTorch runs eager on the CPU with its default thread count.
+batches counted) of each framework's step, median over --steps timed steps after warm-up (the two
+frameworks' steps alternate, so load from elsewhere hits both alike), and the JAX/PyTorch ratio. PyTorch runs eager on the CPU with its default thread count.
 """
 import time
 
@@ -40,17 +40,19 @@ def synthetic_batches(image_size: int, batch_size: int, count: int):
     return images, targets
 
 
-def time_steps(step, count: int) -> float:
-    """Median seconds of `step(i)` over `count` calls (each call must block until done)."""
-    seconds = []
+def median_seconds_interleaved(steps: dict, count: int) -> dict:
+    """Median seconds per call of each `steps[name](i)` (each call blocks until done), calling the
+    frameworks in turn so that a change of load on the machine hits both alike."""
+    seconds = {name: [] for name in steps}
     for i in range(count):
-        start = time.perf_counter()
-        step(i)
-        seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step(i)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: float(np.median(s)) for name, s in seconds.items()}
 
 
-def jax_seconds_per_step(images, targets) -> float:
+def jax_step(images, targets):
     """The library's own jitted `train.train_step` (device-resident data, per-task batching)."""
     config = TrainConfig()
     tasks = synthetic_task_specs(_TASKS)
@@ -70,11 +72,10 @@ def jax_seconds_per_step(images, targets) -> float:
         holder["state"], metrics = train.train_step(definition, holder["state"], data, indices[i % count])
         metrics["loss"].block_until_ready()
 
-    time_steps(run, _WARMUP.value)
-    return time_steps(run, _STEPS.value)
+    return run
 
 
-def torch_seconds_per_step(images, targets) -> float:
+def torch_step(images, targets):
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -101,19 +102,23 @@ def torch_seconds_per_step(images, targets) -> float:
                 ResidualBlock(widths[max(i - 1, 0)], w, 2 if i else 1) for i, w in enumerate(widths))
             self.decoder = nn.ModuleList(
                 ResidualBlock(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
-            self.heads = nn.ModuleDict({name: nn.Sequential(nn.Conv2d(widths[0], widths[0], 3, 1, 1), nn.ReLU(),
+            # Dense heads see the decoder output and the input pixels (3 more channels), as in JAX.
+            self.heads = nn.ModuleDict({name: nn.Sequential(nn.Conv2d(widths[0] + 3, widths[0], 3, 1, 1), nn.ReLU(),
                                                             nn.Conv2d(widths[0], n, 1))
                                         for name, n in outputs.items()})
 
-        def forward(self, x):
-            x = F.relu(self.stem(x))
+        def forward(self, images, groups):
+            """Each head predicts for its task's group of the batch only (per-task batching)."""
+            x = F.relu(self.stem(images))
             skips = []
             for block in self.encoder:
                 x = block(x)
                 skips.append(x)
             for block, skip in zip(self.decoder, reversed(skips[:-1])):
                 x = block(torch.cat([F.interpolate(x, size=skip.shape[2:], mode="nearest"), skip], 1))
-            return {name: head(x) for name, head in self.heads.items()}
+            x = torch.cat([x, images], 1)
+            x = x.reshape((groups, -1) + x.shape[1:])
+            return {name: head(x[g]) for g, (name, head) in enumerate(self.heads.items())}
 
     def balanced_bce(logits, target):
         weight_pos = ((1 - target.mean()) / target.mean().clamp_min(1e-6)).clamp(1.0, 50.0)
@@ -136,16 +141,15 @@ def torch_seconds_per_step(images, targets) -> float:
 
     def run(i):
         x, y = batches[i % len(batches)]
-        out = {k: v.reshape((groups, batch) + v.shape[1:]) for k, v in model(x).items()}
-        normal = F.normalize(out["normal"][2], dim=1, eps=1e-6)
-        loss = (F.cross_entropy(out["segment"][0], y["segment"]) + (out["depth"][1] - y["depth"]).abs().mean()
-                + (1 - (normal * y["normal"]).sum(1)).mean() + balanced_bce(out["edge"][3], y["edge"]))
+        out = model(x, groups)
+        normal = F.normalize(out["normal"], dim=1, eps=1e-6)
+        loss = (F.cross_entropy(out["segment"], y["segment"]) + (out["depth"] - y["depth"]).abs().mean()
+                + (1 - (normal * y["normal"]).sum(1)).mean() + balanced_bce(out["edge"], y["edge"]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    time_steps(run, _WARMUP.value)
-    return time_steps(run, _STEPS.value)
+    return run
 
 
 def main(argv):
@@ -158,8 +162,10 @@ def main(argv):
     for size in map(int, _SIZES.value):
         images, targets = synthetic_batches(size, _BATCH.value, 4)
         per_step = len(_TASKS) * _BATCH.value
-        jax_rate = per_step / jax_seconds_per_step(images, targets)
-        torch_rate = per_step / torch_seconds_per_step(images, targets)
+        steps = {"jax": jax_step(images, targets), "torch": torch_step(images, targets)}
+        median_seconds_interleaved(steps, _WARMUP.value)
+        seconds = median_seconds_interleaved(steps, _STEPS.value)
+        jax_rate, torch_rate = per_step / seconds["jax"], per_step / seconds["torch"]
         print(f"{size:>6} {jax_rate:>10.1f} {torch_rate:>14.1f} {jax_rate / torch_rate:>12.2f}", flush=True)
 
 

@@ -8,15 +8,12 @@ Runs execute in this process (default), in `--config.workers` local processes, o
 retried `--config.max_retries` times, then listed in failures.jsonl.
 """
 from absl import flags
-from ml_collections import config_flags
 
 from taba_jax import cli, config as cfg, distributed, experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "results.jsonl, report.md, plots, runs/, reference/.")
+_CONFIG, _WORKDIR, _DISTRIBUTED = cli.define_job_flags(
+    "Experiment config file.", "results.jsonl, report.md, plots, runs/, reference/.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar per training run.")
-_DISTRIBUTED = distributed.define_flags()
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):

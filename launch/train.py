@@ -6,15 +6,10 @@
 On several hosts (or processes) add --jax_coordinator_address=HOST:PORT --jax_num_processes=N
 --jax_process_id=I on each, or --multiprocess under SLURM (see taba_jax/distributed.py).
 """
-from absl import flags
-from ml_collections import config_flags
-
 from taba_jax import cli, config as cfg, distributed, train_job
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl, TensorBoard, results.json.")
-_DISTRIBUTED = distributed.define_flags()
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR, _DISTRIBUTED = cli.define_job_flags(
+    "Training config file.", "Checkpoints, metrics.jsonl, TensorBoard, results.json.")
 
 
 def main(argv):

@@ -16,10 +16,22 @@ import sys
 
 import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
+from taba_jax import distributed
 from taba_jax.errors import UserError
 
 FLAGS = flags.FLAGS
+
+
+def define_job_flags(config_help: str, workdir_help: str):
+    """The flags of every job launcher: --config (a config file whose fields --config.<field>
+    overrides), --workdir, and the multi-process flags (taba_jax.distributed); returns their holders."""
+    config = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, workdir_help)
+    multiprocess = distributed.define_flags()
+    flags.mark_flags_as_required(["config", "workdir"])
+    return config, workdir, multiprocess
 
 
 def _fail(message: str) -> None:

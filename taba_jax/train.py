@@ -125,13 +125,10 @@ def task_losses(definition: StepDefinition, params, batch) -> dict[str, jax.Arra
     """Loss of each trained task on its part of `batch` (see `gather_batch`)."""
     images = batch["images"]
     groups, size = images.shape[:2]
-    predictions = definition.model.apply(params, images.reshape((groups * size,) + images.shape[2:]))
-    losses = {}
-    for g, task in enumerate(definition.tasks):
-        group = 0 if definition.batching == "joint" else g
-        prediction = predictions[task.name].reshape((groups, size) + predictions[task.name].shape[1:])[group]
-        losses[task.name] = task.loss(prediction, batch["targets"][task.name], batch["masks"].get(task.name))
-    return losses
+    head_groups = {t.name: 0 if definition.batching == "joint" else g for g, t in enumerate(definition.tasks)}
+    predictions = definition.model.apply(params, images.reshape((groups * size,) + images.shape[2:]), head_groups)
+    return {t.name: t.loss(predictions[t.name], batch["targets"][t.name], batch["masks"].get(t.name))
+            for t in definition.tasks}
 
 
 def apply_gradients(state: TrainState, grads, loss: jax.Array, weighting_state=None) -> TrainState:

@@ -2,12 +2,13 @@
 
 `model.apply(params, images) -> {task: prediction}`; dense heads predict at input resolution from
 the decoder output and the input pixels, image-level heads from the pooled encoder features (every
-stage's mean and the bottleneck's max). GroupNorm keeps the model free
+stage's mean and the bottleneck's max). With `head_groups` each head predicts only for its task's
+group of the batch (per-task batching), so no head computes outputs that no loss reads. GroupNorm keeps the model free
 of batch statistics, so per-task batches and any device count give the same function.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -56,17 +57,34 @@ class ImageHead(nn.Module):
         return nn.Dense(self.outputs)(nn.relu(nn.Dense(self.width)(pooled)))
 
 
+def group_of(array: jax.Array, group: int, num_groups: int) -> jax.Array:
+    """Rows of group `group` when the batch axis of `array` holds `num_groups` equal groups."""
+    return array.reshape((num_groups, -1) + array.shape[1:])[group]
+
+
 class TaskHeads(nn.Module):
-    """One head per task, each a submodule named after its task."""
+    """One head per task, each a submodule named after its task.
+
+    `head_groups` (task name -> group index): the batch is `1 + max(index)` equal groups and each
+    listed task's head sees only its group; tasks not listed get no prediction. None: every head
+    predicts for the whole batch."""
 
     tasks: Sequence[TaskSpec]
     dense_width: int
     image_width: int
 
     @nn.compact
-    def __call__(self, features, pooled):
-        return {t.name: DenseHead(self.dense_width, t.outputs, name=t.name)(features) if t.dense
-                else ImageHead(self.image_width, t.outputs, name=t.name)(pooled) for t in self.tasks}
+    def __call__(self, features, pooled, head_groups: Mapping[str, int] | None = None):
+        outputs = {}
+        for t in self.tasks:
+            head = (DenseHead(self.dense_width, t.outputs, name=t.name) if t.dense
+                    else ImageHead(self.image_width, t.outputs, name=t.name))
+            inputs = features if t.dense else pooled
+            if head_groups is None:
+                outputs[t.name] = head(inputs)
+            elif t.name in head_groups:
+                outputs[t.name] = head(group_of(inputs, head_groups[t.name], 1 + max(head_groups.values())))
+        return outputs
 
 
 class MultiTaskNet(nn.Module):
@@ -77,7 +95,7 @@ class MultiTaskNet(nn.Module):
     blocks: int = 1
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
+    def __call__(self, images: jax.Array, head_groups: Mapping[str, int] | None = None) -> dict[str, jax.Array]:
         x = nn.relu(nn.Conv(self.widths[0], (3, 3))(images))
         skips = []
         for stage, width in enumerate(self.widths):
@@ -91,7 +109,7 @@ class MultiTaskNet(nn.Module):
             x = jax.image.resize(x, (x.shape[0], skip.shape[1], skip.shape[2], x.shape[3]), "nearest")
             x = ResidualBlock(width)(jnp.concatenate([x, skip], axis=-1))
         x = jnp.concatenate([x, images], axis=-1)  # dense heads also see each pixel's own colour
-        return TaskHeads(tuple(self.tasks), self.widths[0], self.widths[-1], name=HEADS)(x, pooled)
+        return TaskHeads(tuple(self.tasks), self.widths[0], self.widths[-1], name=HEADS)(x, pooled, head_groups)
 
 
 def build_model(tasks: Sequence[TaskSpec], config) -> MultiTaskNet:

@@ -229,13 +229,10 @@ class Uncertainty(_LossWeighting):
     def __post_init__(self):
         _check_hyperparameter(self.name, "learning_rate", self.learning_rate, minimum=0.0, exclusive=True)
 
-    def _optimizer(self):
-        return optax.adam(self.learning_rate)
-
     def init(self, num_tasks: int) -> UncertaintyState:
         _check_num_tasks(num_tasks)
         log_variances = jnp.zeros(num_tasks, jnp.float32)
-        return UncertaintyState(log_variances, _per_task_adam_init(self._optimizer(), log_variances))
+        return UncertaintyState(log_variances, _per_task_adam_init(optax.adam(self.learning_rate), log_variances))
 
     def loss_weights(self, state, present):
         return jnp.where(present, jnp.exp(-state.log_variances), 0.0)
@@ -248,7 +245,7 @@ class Uncertainty(_LossWeighting):
         losses = jax.lax.stop_gradient(losses)
         grads = jax.grad(lambda s: self.weighted_loss(state.replace(log_variances=s), losses, present))(
             state.log_variances)
-        log_variances, optimizer = _per_task_adam_step(self._optimizer(), state.log_variances, state.optimizer,
+        log_variances, optimizer = _per_task_adam_step(optax.adam(self.learning_rate), state.log_variances, state.optimizer,
                                                        grads, present)
         return UncertaintyState(log_variances, optimizer)
 
@@ -323,13 +320,10 @@ class GradNorm(_GradientWeighting):
         _check_hyperparameter(self.name, "alpha", self.alpha, minimum=0.0)
         _check_hyperparameter(self.name, "learning_rate", self.learning_rate, minimum=0.0, exclusive=True)
 
-    def _optimizer(self):
-        return optax.adam(self.learning_rate)
-
     def init(self, num_tasks: int) -> GradNormState:
         _check_num_tasks(num_tasks)
         weights = jnp.ones(num_tasks, jnp.float32)
-        return GradNormState(weights, _per_task_adam_init(self._optimizer(), weights),
+        return GradNormState(weights, _per_task_adam_init(optax.adam(self.learning_rate), weights),
                              jnp.zeros(num_tasks, jnp.float32), jnp.zeros(num_tasks, bool))
 
     def weights_from_gram(self, state, losses, gram, present, key):
@@ -346,7 +340,7 @@ class GradNorm(_GradientWeighting):
         gap = state.weights * grad_norms - target
         loss = jnp.sum(jnp.where(present, jnp.abs(gap), 0.0))
         grads = jnp.where(present, jnp.sign(gap) * grad_norms, 0.0)  # d loss / d w_t (sign(0) = 0: on target)
-        stepped, optimizer = _per_task_adam_step(self._optimizer(), state.weights, state.optimizer, grads, present)
+        stepped, optimizer = _per_task_adam_step(optax.adam(self.learning_rate), state.weights, state.optimizer, grads, present)
         stepped = jnp.where(present, jnp.maximum(stepped, self.min_weight), stepped)
         scale = (jnp.sum(jnp.where(present, state.weights, 0.0))
                  / jnp.maximum(jnp.sum(jnp.where(present, stepped, 0.0)), tiny))

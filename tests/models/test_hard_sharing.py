@@ -25,3 +25,16 @@ def test_shared_parameters_are_everything_outside_heads():
         in_heads = any(getattr(k, "key", None) == "heads" for k in path)
         assert shared is (not in_heads)
     assert any(shared for _, shared in flat) and any(not shared for _, shared in flat)
+
+
+def test_head_groups_give_each_head_only_its_group_of_the_batch():
+    model = MultiTaskNet(tuple(task_specs(["segment", "depth", "classify"])), widths=(8,))
+    images = np.random.default_rng(0).random((6, 8, 8, 3), np.float32)  # 3 groups of 2 images
+    params = model.init(jax.random.key(0), images)
+    whole = model.apply(params, images)
+    grouped = model.apply(params, images, {"segment": 2, "classify": 0, "depth": 1})
+    assert sorted(grouped) == ["classify", "depth", "segment"]
+    for task, group in {"segment": 2, "classify": 0, "depth": 1}.items():
+        np.testing.assert_allclose(grouped[task], whole[task][2 * group:2 * group + 2], rtol=1e-5, atol=1e-6)
+    only_depth = model.apply(params, images[:2], {"depth": 0})  # unlisted heads predict nothing
+    assert list(only_depth) == ["depth"] and only_depth["depth"].shape == (2, 8, 8, 1)
