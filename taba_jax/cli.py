@@ -39,7 +39,7 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _load_config_file(spec: str) -> ml_collections.ConfigDict:
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
     """`path[:argument]` -> the file's get_config(argument), as config_flags loads it."""
     path, _, argument = spec.partition(":")
     module_spec = importlib.util.spec_from_file_location("_launcher_config", path)
@@ -58,7 +58,7 @@ def _overrides(argv: list[str]):
             continue
         if flag not in configs:
             spec = next((a.split("=", 1)[1] for a in argv[1:] if a.lstrip("-").startswith(f"{flag}=")), None)
-            configs[flag] = _load_config_file(spec) if spec else None
+            configs[flag] = load_config_file(spec) if spec else None
         if configs[flag] is not None:
             yield index, flag, path, value, configs[flag]
 
