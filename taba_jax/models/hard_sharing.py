@@ -7,7 +7,7 @@ of batch statistics, so per-task batches and any device count give the same func
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -57,7 +57,8 @@ class ImageHead(nn.Module):
 
 
 class TaskHeads(nn.Module):
-    """One head per task, each a submodule named after its task."""
+    """One head per task, each a submodule named after its task. `features` and `pooled` are arrays
+    every head sees, or mappings {task: array} when each task has features of its own (AdaShare)."""
 
     tasks: Sequence[TaskSpec]
     dense_width: int
@@ -65,8 +66,43 @@ class TaskHeads(nn.Module):
 
     @nn.compact
     def __call__(self, features, pooled):
-        return {t.name: DenseHead(self.dense_width, t.outputs, name=t.name)(features) if t.dense
-                else ImageHead(self.image_width, t.outputs, name=t.name)(pooled) for t in self.tasks}
+        def own(value, task):
+            return value[task.name] if isinstance(value, Mapping) else value
+
+        return {t.name: DenseHead(self.dense_width, t.outputs, name=t.name)(own(features, t)) if t.dense
+                else ImageHead(self.image_width, t.outputs, name=t.name)(own(pooled, t)) for t in self.tasks}
+
+
+def shared_trunk(images: jax.Array, widths: Sequence[int], blocks: int):
+    """The shared encoder-decoder, built in the calling module's scope (call it inside an
+    `nn.compact` method). Returns the dense features at input resolution (decoder output and input
+    pixels), the pooled features of the image-level heads, and the output of every encoder stage and
+    every decoder stage, in order."""
+    x = nn.relu(nn.Conv(widths[0], (3, 3))(images))
+    skips = []
+    for stage, width in enumerate(widths):
+        for block in range(blocks):
+            x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x)
+        skips.append(x)
+    pooled = pool_stages(skips)
+    decoded = []
+    for width, skip in zip(reversed(widths[:-1]), reversed(skips[:-1])):
+        x = upsample_to(x, skip)
+        x = ResidualBlock(width)(jnp.concatenate([x, skip], axis=-1))
+        decoded.append(x)
+    x = jnp.concatenate([x, images], axis=-1)  # dense heads also see each pixel's own colour
+    return x, pooled, skips, decoded
+
+
+def pool_stages(stages: Sequence[jax.Array]) -> jax.Array:
+    """Image-level heads see every encoder stage mean-pooled, so fine-scale statistics (texture)
+    survive, and the bottleneck max-pooled, so a small object anywhere counts."""
+    return jnp.concatenate([s.mean(axis=(1, 2)) for s in stages] + [stages[-1].max(axis=(1, 2))], axis=-1)
+
+
+def upsample_to(x: jax.Array, like: jax.Array) -> jax.Array:
+    """`x` brought to the spatial size of `like` (nearest neighbour)."""
+    return jax.image.resize(x, (x.shape[0], like.shape[1], like.shape[2], x.shape[3]), "nearest")
 
 
 class MultiTaskNet(nn.Module):
@@ -78,29 +114,5 @@ class MultiTaskNet(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
-        x = nn.relu(nn.Conv(self.widths[0], (3, 3))(images))
-        skips = []
-        for stage, width in enumerate(self.widths):
-            for block in range(self.blocks):
-                x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x)
-            skips.append(x)
-        # Image-level heads see every encoder stage mean-pooled, so fine-scale statistics (texture)
-        # survive, and the bottleneck max-pooled, so a small object anywhere counts.
-        pooled = jnp.concatenate([skip.mean(axis=(1, 2)) for skip in skips] + [x.max(axis=(1, 2))], axis=-1)
-        for width, skip in zip(reversed(self.widths[:-1]), reversed(skips[:-1])):
-            x = jax.image.resize(x, (x.shape[0], skip.shape[1], skip.shape[2], x.shape[3]), "nearest")
-            x = ResidualBlock(width)(jnp.concatenate([x, skip], axis=-1))
-        x = jnp.concatenate([x, images], axis=-1)  # dense heads also see each pixel's own colour
-        return TaskHeads(tuple(self.tasks), self.widths[0], self.widths[-1], name=HEADS)(x, pooled)
-
-
-def build_model(tasks: Sequence[TaskSpec], config) -> MultiTaskNet:
-    """The model a TrainConfig describes, with a head for each of `tasks`."""
-    return MultiTaskNet(tuple(tasks), widths=tuple(config.widths), blocks=config.blocks)
-
-
-def shared_parameters(params) -> dict:
-    """Pytree of bools like `params`: True for the shared backbone, False inside `heads`."""
-    def is_shared(path, _):
-        return not any(getattr(k, "key", None) == HEADS for k in path)
-    return jax.tree_util.tree_map_with_path(is_shared, params)
+        features, pooled, _, _ = shared_trunk(images, self.widths, self.blocks)
+        return TaskHeads(tuple(self.tasks), self.widths[0], self.widths[-1], name=HEADS)(features, pooled)
