@@ -676,7 +676,8 @@ def train_and_evaluate_groups(dataset: MultiTaskDataset, labeled: Mapping[str, n
     """One network per group of `config.groups` (trained in `<workdir>/group<i>` on its tasks'
     labels), every task's metrics from the group serving it: the one group that holds it, or of
     several the one whose network scores it best on the validation split (first on ties). Parameter
-    counts add up over the networks; `groups` lists each group's tasks, served tasks and counts."""
+    counts add up over the networks; `groups` lists each group's tasks, served tasks, counts and
+    the validation scores (primary metric) of its tasks that other groups hold too."""
     names = dataset.task_names
     groups = config.task_groups
     weights = config.weights_for(names)
@@ -687,16 +688,18 @@ def train_and_evaluate_groups(dataset: MultiTaskDataset, labeled: Mapping[str, n
         runs.append(_train_and_evaluate_network(dataset, {t: labeled[t] for t in members if t in labeled},
                                                 group_config, os.path.join(workdir, f"group{index}"), seed,
                                                 progress, tasks=members))
+    holders = {t: [i for i, members in enumerate(groups) if t in members] for t in names}
+    validation = []
+    for i, members in enumerate(groups):
+        shared = [t for t in members if len(holders[t]) > 1]
+        # all of the group's tasks, as on the test split: the same compiled evaluation
+        scores = evaluate(runs[i][1], runs[i][2], dataset.task_specs(members), dataset.splits["validation"],
+                          config.eval_batch_size) if shared else {}
+        validation.append({t: scores[t]["primary"] for t in shared})
     served = {}
     for task in dataset.task_specs(names):
-        holders = [i for i, members in enumerate(groups) if task.name in members]
-        if len(holders) == 1:
-            served[task.name] = holders[0]
-            continue
         sign = 1.0 if task.higher_is_better else -1.0
-        scores = [sign * evaluate(runs[i][1], runs[i][2], [task], dataset.splits["validation"],
-                                  config.eval_batch_size)[task.name]["primary"] for i in holders]
-        served[task.name] = holders[int(np.argmax(scores))]
+        served[task.name] = max(holders[task.name], key=lambda i: sign * validation[i].get(task.name, 0.0))
     metrics = {t: {**runs[served[t]][0]["metrics"][t], "group": served[t]} for t in names}
     counts = [run[0]["num_parameters"] for run in runs]
     return {"metrics": metrics, "trained_tasks": [t for t in names if not metrics[t].get("untrained")],
@@ -707,4 +710,4 @@ def train_and_evaluate_groups(dataset: MultiTaskDataset, labeled: Mapping[str, n
                              if t in runs[served[t]][0]["final_losses"]},
             "num_parameters": {k: sum(c[k] for c in counts) for k in counts[0]},
             "groups": [{"tasks": list(members), "serves": [t for t in names if served[t] == i],
-                        "num_parameters": counts[i]} for i, members in enumerate(groups)]}
+                        "num_parameters": counts[i], "validation": validation[i]} for i, members in enumerate(groups)]}

@@ -53,3 +53,22 @@ def test_attention_modules_are_task_specific_not_shared():
                  if any("AttentionModule" in str(getattr(k, "key", "")) for k in path)]
     assert attention and not any(shared for path, shared in jax.tree_util.tree_flatten_with_path(
         shared_parameters(mtan))[0] if path in attention)
+
+
+def test_mtan_trains_on_partial_labels_and_reports_its_parameter_counts(tmp_path):
+    from taba_jax import train
+    from taba_jax.data.synthetic import synthetic_dataset
+    from test_train import held_out_losses, tiny_config
+
+    dataset = synthetic_dataset(120, 16, seed=0).select_tasks(["segment", "depth"])
+    labeled = {"segment": np.arange(10), "depth": np.arange(90)}  # label counts differ 9x
+    trainer = train.Trainer(dataset, labeled, tiny_config(model="mtan", widths=(8,), num_steps=30,
+                                                          checkpoint_every=30, log_every=30), str(tmp_path))
+    held = range(10_000, 10_004)
+    before = held_out_losses(trainer, trainer.init_state().params, held)
+    result = trainer.train(progress=False)
+    after = held_out_losses(trainer, result.params, held)
+    assert after["depth"] < 0.8 * before["depth"], (before, after)
+    counts = parameter_counts(result.params)
+    assert counts["shared"] + counts["task_specific"] == counts["total"] == sum(
+        leaf.size for leaf in jax.tree.leaves(result.params))
