@@ -676,8 +676,8 @@ def train_and_evaluate_groups(dataset: MultiTaskDataset, labeled: Mapping[str, n
     """One network per group of `config.groups` (trained in `<workdir>/group<i>` on its tasks'
     labels), every task's metrics from the group serving it: the one group that holds it, or of
     several the one whose network scores it best on the validation split (first on ties). Parameter
-    counts add up over the networks; `groups` lists each group's tasks, served tasks, counts and
-    the validation scores (primary metric) of its tasks that other groups hold too."""
+    counts add up over the networks; `groups` lists each group's tasks, served tasks, counts, the
+    validation scores (primary metric) of its tasks that other groups hold too, and AdaShare's policy."""
     names = dataset.task_names
     groups = config.task_groups
     weights = config.weights_for(names)
@@ -710,4 +710,6 @@ def train_and_evaluate_groups(dataset: MultiTaskDataset, labeled: Mapping[str, n
                              if t in runs[served[t]][0]["final_losses"]},
             "num_parameters": {k: sum(c[k] for c in counts) for k in counts[0]},
             "groups": [{"tasks": list(members), "serves": [t for t in names if served[t] == i],
-                        "num_parameters": counts[i], "validation": validation[i]} for i, members in enumerate(groups)]}
+                        "num_parameters": counts[i], "validation": validation[i],
+                        **{k: v for k, v in runs[i][0].items() if k == "adashare_policy"}}
+                       for i, members in enumerate(groups)]}
