@@ -31,6 +31,9 @@ def test_strategy_then_allocation_file_with_reference(tmp_path):
     assert all(isinstance(m["baseline"], float) for m in results["metrics"].values())
     assert "segment: miou =" in result.stdout and "trivial baseline" in result.stdout
     assert "Delta_m" not in result.stdout
+    counts = results["num_parameters"]
+    assert counts["total"] == counts["shared"] + counts["task_specific"] and counts["task_specific"] > 0
+    assert f"parameters: {counts['total']:,} ({counts['shared']:,} shared" in result.stdout
     assert Allocation.load(first / "allocation.npz").spent == 285
     assert (first / "metrics.jsonl").read_text().count("\n") == 2
 
