@@ -548,8 +548,8 @@ class Trainer:
             with open(path) as f:
                 logits = np.asarray(json.load(f)["logits"], np.float32)
         else:
-            definition = dataclasses.replace(self.definition, weighting=None, policy_learning=PolicyLearning.from_config(
-                self.config, self.model.num_blocks))
+            learning = PolicyLearning.from_config(self.config, self.model.num_blocks)
+            definition = dataclasses.replace(self.definition, weighting=None, policy_learning=learning)
             config = dataclasses.replace(self.config, num_steps=self.config.adashare_policy_steps)
             state, values, end = self._run(definition, config, directory, progress, until_step, ())
             if end < config.num_steps:
@@ -705,7 +705,8 @@ def train_and_evaluate_groups(dataset: MultiTaskDataset, labeled: Mapping[str, n
     return {"metrics": metrics, "trained_tasks": [t for t in names if not metrics[t].get("untrained")],
             "untrained_tasks": [t for t in names if metrics[t].get("untrained")],
             "labels": {t: runs[served[t]][0]["labels"][t] for t in names}, "seed": seed,
-            "steps": max(run[0]["steps"] for run in runs), "train_seconds": sum(run[0]["train_seconds"] for run in runs),
+            "steps": max(run[0]["steps"] for run in runs),
+            "train_seconds": sum(run[0]["train_seconds"] for run in runs),
             "final_losses": {t: runs[served[t]][0]["final_losses"][t] for t in names
                              if t in runs[served[t]][0]["final_losses"]},
             "num_parameters": {k: sum(c[k] for c in counts) for k in counts[0]},
