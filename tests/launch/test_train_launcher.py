@@ -73,6 +73,8 @@ def test_launcher_prints_one_line_errors_and_a_traceback_only_when_verbose(tmp_p
     (["--config.tasks=segment,depth"], "config.costs: needs one cost per task (2: segment, depth), got (10.0, 3.0, 3.0, 3.0)"),
     (["--config.tasks=segment,sky", "--config.costs=10,3"], "config.tasks: unknown synthetic tasks ['sky']"),
     (["--config.strategy=single_task:sky"], "config.strategy: must be one of single_task:segment,"),
+    (["--config.train.model=mtan", "--config.train.groups=segment+depth,normal"],
+     "config.train.groups: must put every task in a group; ['edge'] in none of ('segment+depth', 'normal')"),
     (["--config.reference=/nonexistent/results.json"], "config.reference: no such file: '/nonexistent/results.json'"),
     (["--config.allocation=/nonexistent/allocation.npz"], "config.allocation: no such file"),
     (["--config.allocation=README.md"], "config.allocation: 'README.md' is not an allocation file"),
