@@ -20,6 +20,8 @@ def main(argv):
     if not distributed.is_lead():
         return
     print(train_job.metrics_table(results["metrics"]))
+    counts = results["num_parameters"]
+    print(f"parameters: {counts['total']:,} ({counts['shared']:,} shared, {counts['task_specific']:,} task-specific)")
     if "delta_m" in results:
         print(f"Delta_m = {results['delta_m']:+.2f} %")
     print(f"wrote {_WORKDIR.value}/results.json")

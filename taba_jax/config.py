@@ -189,6 +189,23 @@ class TrainConfig:
     blocks: int = 1  # residual blocks per stage
     task_weights: tuple[float, ...] | None = None  # one per task (or one for all); None = all 1
     weighting: str = "equal"  # multi-task method (taba_jax.mtl.weighting): equal, uncertainty, dwa, gradnorm, ...
+    model: str = "hard_sharing"  # architecture (taba_jax.models): hard_sharing, mtan or adashare
+    # AdaShare: a policy-learning phase of `adashare_policy_steps`, then `num_steps` of re-training the
+    # argmax policy from scratch. The phase starts with `adashare_warmup_steps` of every block selected,
+    # then learns the last block's policy, one more block at a time over `adashare_curriculum_fraction`
+    # of the remaining steps, with Gumbel-softmax samples annealed from the initial to the final temperature.
+    adashare_policy_steps: int = 500
+    adashare_warmup_steps: int = 100
+    adashare_curriculum_fraction: float = 0.5
+    adashare_initial_temperature: float = 5.0
+    adashare_final_temperature: float = 0.1
+    adashare_sparsity_weight: float = 0.05  # pushes blocks towards skipping
+    adashare_sharing_weight: float = 0.05  # pushes tasks to share blocks, lower blocks harder
+    adashare_policy_learning_rate: float = 0.01  # the policy logits' own Adam
+    # One network per group of tasks ("segment+depth", "normal+edge"), each task evaluated with the network
+    # that serves it (the best on the validation split among the groups that hold it); ("auto:<k>",) picks
+    # at most k groups from config.taba.affinity with taba_jax.mtl.grouping.select_groups. () = one network.
+    groups: tuple[str, ...] = ()
     checkpoint_every: int = 100
     log_every: int = 25
     eval_batch_size: int = 256
@@ -207,6 +224,57 @@ class TrainConfig:
         require(self.weighting in METHODS, "weighting", f"must be one of {sorted(METHODS)}, got {self.weighting!r}")
         require(self.weighting == "equal" or self.task_weights is None, "task_weights",
                 f"applies to weighting='equal' only; {self.weighting!r} sets its own weights")
+        from taba_jax.models import MODELS
+        require(self.model in MODELS, "model", f"must be one of {MODELS}, got {self.model!r}")
+        require_positive(self, "adashare_policy_steps", "adashare_initial_temperature", "adashare_final_temperature",
+                         "adashare_policy_learning_rate")
+        require_positive(self, "adashare_warmup_steps", "adashare_sparsity_weight", "adashare_sharing_weight",
+                         allow_zero=True)
+        require(self.adashare_warmup_steps < self.adashare_policy_steps, "adashare_warmup_steps",
+                f"must be less than adashare_policy_steps ({self.adashare_policy_steps}), "
+                f"got {self.adashare_warmup_steps!r}")
+        require(0 < self.adashare_curriculum_fraction <= 1, "adashare_curriculum_fraction",
+                f"must be in (0, 1], got {self.adashare_curriculum_fraction!r}")
+        require(self.adashare_final_temperature <= self.adashare_initial_temperature, "adashare_final_temperature",
+                f"must not exceed adashare_initial_temperature ({self.adashare_initial_temperature:g}), "
+                f"got {self.adashare_final_temperature!r}")
+        self._check_groups()
+
+    def _check_groups(self) -> None:
+        automatic = [g for g in self.groups if g.startswith("auto:")]
+        if automatic:
+            count = automatic[0][len("auto:"):]
+            require(len(self.groups) == 1 and count.isdigit() and int(count) >= 1, "groups",
+                    f"'auto:<k>' (k >= 1 networks) stands alone, got {self.groups!r}")
+            return
+        for group in self.groups:
+            members = group.split("+")
+            require(all(NAME_PATTERN.fullmatch(m) for m in members), "groups",
+                    f"{group!r} is not tasks joined by '+' (segment+depth), in {self.groups!r}")
+            require(len(set(members)) == len(members), "groups", f"{group!r} names a task twice, in {self.groups!r}")
+
+    @property
+    def task_groups(self) -> list[tuple[str, ...]]:
+        """The explicit groups, each a tuple of task names (empty: one network for every task)."""
+        return [tuple(group.split("+")) for group in self.groups]
+
+    @property
+    def chooses_groups(self) -> bool:
+        """Whether the groups are chosen from an affinity ("auto:<k>")."""
+        return bool(self.groups) and self.groups[0].startswith("auto:")
+
+    def check_groups(self, task_names, affinity_given: bool) -> None:
+        """The groups against the job's tasks: known tasks, each in some group; auto needs an affinity."""
+        if self.chooses_groups:
+            require(affinity_given, "groups", f"{self.groups[0]!r} chooses groups from config.taba.affinity; give it "
+                    "(e.g. the S of a TABA run's report) or name the groups (segment+depth,normal+edge)")
+            return
+        named = {t for group in self.task_groups for t in group}
+        unknown = sorted(named - set(task_names))
+        require(not unknown, "groups", f"names tasks {unknown} that are not among config.tasks {tuple(task_names)}")
+        missing = [t for t in task_names if t not in named]
+        require(not self.groups or not missing, "groups", f"must put every task in a group; {missing} in none of "
+                f"{self.groups!r}")
 
     def weighting_method(self):
         """The taba_jax.mtl.weighting method, or None for the plain weighted sum of losses."""
@@ -452,9 +520,10 @@ class _nested:
 
 
 def _check_nested(job, num_tasks: int, uses_taba: bool) -> None:
-    """Per-task fields of the nested configs against the job's task count (TABA's only if used)."""
-    if uses_taba:
+    """Per-task fields of the nested configs against the job's tasks (TABA's only if used)."""
+    if uses_taba or job.train.chooses_groups:
         with _nested("taba"):
             job.taba.check_tasks(num_tasks)
     with _nested("train"):
         task_values(job.train.task_weights, num_tasks, "task_weights")
+        job.train.check_groups(job.tasks, affinity_given=job.taba.affinity is not None)

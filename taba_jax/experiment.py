@@ -95,7 +95,7 @@ def run(config: ExperimentConfig, workdir: str, progress: bool = True,
                                              f"executor={config.executor!r}, workers={config.workers}")
     with _exclusive(workdir) if distributed.is_lead() else contextlib.nullcontext():
         _check_same_config(config, workdir)
-        return _run_locked(config, workdir, progress, executor)
+        return _run_locked(train_job.choose_groups(config), workdir, progress, executor)
 
 
 def failures(workdir: str) -> list[dict]:
@@ -267,5 +267,11 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
 
 
 def _drop_checkpoints(directory: str, config: ExperimentConfig) -> None:
-    if not config.keep_checkpoints:
-        shutil.rmtree(os.path.join(directory, "checkpoints"), ignore_errors=True)
+    """Deletes every `checkpoints` folder of a finished run (AdaShare's policy phase and each group's
+    network have their own) unless config.keep_checkpoints."""
+    if config.keep_checkpoints:
+        return
+    for folder, subfolders, _ in os.walk(directory):
+        if "checkpoints" in subfolders:
+            shutil.rmtree(os.path.join(folder, "checkpoints"), ignore_errors=True)
+            subfolders.remove("checkpoints")

@@ -21,6 +21,7 @@ STREAMS = {
     "init": 7,              # model initialisation (JAX key)
     "scenes": 8,            # the synthetic scene generator
     "weighting": 9,         # multi-task weighting methods (JAX key; path: step)
+    "adashare_policy": 10,  # AdaShare's Gumbel-softmax policy samples (JAX key, folded with the step)
 }
 
 

@@ -180,6 +180,8 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
                          f"the pilot ({n} images); the curve fit needs two sizes")
 
     order = rng.numpy_rng(seed, "pilot_subsets").permutation(pilot_images)  # nested subsets: prefixes of one order
+    if train_config.model == "adashare":  # a policy learned on the pilot would not be the final one: share all
+        train_config = dataclasses.replace(train_config, model="hard_sharing")
     probe = None if config.affinity is not None else _AffinityProbe(dataset, tasks, order, config, train_config, seed)
     losses, errors = {}, {}
     for size in sizes + [n]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import time
 from typing import Any, Mapping, Sequence
@@ -40,10 +41,13 @@ from taba_jax import io_utils, rng
 from taba_jax.config import TrainConfig
 from taba_jax.data.dataset import MultiTaskDataset, Split
 from taba_jax.errors import TrainingDivergedError
-from taba_jax.models import build_model, shared_parameters
+from taba_jax.models import AdaShareNet, build_model, parameter_counts, shared_parameters
+from taba_jax.models.adashare import SELECT, PolicyLearning, discrete_policy
 from taba_jax.tasks import TaskSpec
 
 DEVICE_DATA_LIMIT_BYTES = 2 << 30  # train splits up to this size are put on the devices once
+POLICY_DIRECTORY = "policy_learning"  # AdaShare's policy phase: its checkpoints, metrics.jsonl and policy.json
+POLICY_FILE = "policy.json"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,6 +66,7 @@ class TrainState(flax.struct.PyTreeNode):
     nonfinite_step: jax.Array  # int32: first step whose loss or gradient was not finite, -1 if none
     weighting_state: Any = None  # the multi-task weighting method's state (taba_jax.mtl.weighting)
     weighting_key: Any = None  # its random stream (PCGrad's task order), folded with the step
+    policy: Any = None  # AdaShare's policy phase (taba_jax.models.adashare.PolicyState)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,7 @@ class StepDefinition:
     weights: tuple[float, ...]  # loss weight per trained task (the plain weighted sum)
     batching: str
     weighting: Any = None  # a taba_jax.mtl.weighting method instead of the plain weighted sum
+    policy_learning: Any = None  # AdaShare's policy phase (adashare.PolicyLearning): gates sampled every step
 
 
 def _optimizer() -> optax.GradientTransformation:
@@ -90,29 +96,32 @@ def learning_rate(state: TrainState) -> jax.Array:
 
 
 def init_state(definition: StepDefinition, key: jax.Array, image_shape: tuple[int, ...],
-               config: TrainConfig) -> TrainState:
-    """Fresh parameters and optimizer state for a run of `config` (pure; jit it or eval_shape it)."""
-    return _init_state(definition, key, tuple(image_shape), run_values(config))
+               config: TrainConfig, policy_key: jax.Array | None = None) -> TrainState:
+    """Fresh parameters and optimizer state for a run of `config` (pure; jit it or eval_shape it).
+    `policy_key`: the Gumbel noise stream of AdaShare's policy phase (needed with `policy_learning`)."""
+    return _init_state(definition, key, tuple(image_shape), run_values(config, policy_key))
 
 
-def run_values(config: TrainConfig) -> dict[str, np.ndarray]:
+def run_values(config: TrainConfig, policy_key: jax.Array | None = None) -> dict:
     """The numbers of a run that live in its state as values, so that runs differing only in them
     share one compiled init and step."""
-    return {"weight_decay": np.float32(config.weight_decay), "peak_learning_rate": np.float32(config.learning_rate),
-            "warmup_steps": np.float32(config.warmup_steps),
-            "total_steps": np.float32(max(config.num_steps, config.warmup_steps + 1))}
+    values = {"weight_decay": np.float32(config.weight_decay), "peak_learning_rate": np.float32(config.learning_rate),
+              "warmup_steps": np.float32(config.warmup_steps),
+              "total_steps": np.float32(max(config.num_steps, config.warmup_steps + 1))}
+    return values if policy_key is None else {**values, "policy_key": policy_key}
 
 
 def _init_state(definition: StepDefinition, key: jax.Array, image_shape: tuple[int, ...], values) -> TrainState:
     params = definition.model.init(key, jnp.zeros((1,) + image_shape, jnp.float32))
     opt_state = _optimizer().init(params)
     opt_state.hyperparams["weight_decay"] = jnp.asarray(values["weight_decay"], jnp.float32)
-    method = definition.weighting
+    method, learning = definition.weighting, definition.policy_learning
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                       peak_learning_rate=values["peak_learning_rate"], warmup_steps=values["warmup_steps"],
                       total_steps=values["total_steps"], nonfinite_step=jnp.full((), -1, jnp.int32),
                       weighting_state=None if method is None else method.init(len(definition.tasks)),
-                      weighting_key=None if method is None else jax.random.fold_in(key, 1))
+                      weighting_key=None if method is None else jax.random.fold_in(key, 1),
+                      policy=None if learning is None else learning.init(len(definition.tasks), values["policy_key"]))
 
 
 @functools.lru_cache(maxsize=None)
@@ -121,9 +130,18 @@ def _compiled_init(sharding: NamedSharding):
     return jax.jit(_init_state, static_argnums=(0, 2), out_shardings=sharding)
 
 
-def task_losses(definition: StepDefinition, params, batch) -> dict[str, jax.Array]:
-    """Loss of each trained task on its part of `batch` (see `gather_batch`)."""
+def task_losses(definition: StepDefinition, params, batch, gates: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Loss of each trained task on its part of `batch` (see `gather_batch`). `gates` (T, L): the
+    AdaShare paths' soft gates in the policy phase (None: the model's fixed policy)."""
     images = batch["images"]
+    if isinstance(definition.model, AdaShareNet):
+        # Each task's batch goes through the task's own path (the joint batch through every path).
+        names = [t.name for t in definition.tasks]
+        if definition.batching == "joint":
+            images = jnp.broadcast_to(images[0], (len(names),) + images.shape[1:])
+        predictions = definition.model.apply(params, images, gates=gates, tasks=names, images_per_task=True)
+        return {t.name: t.loss(predictions[t.name], batch["targets"][t.name], batch["masks"].get(t.name))
+                for t in definition.tasks}
     groups, size = images.shape[:2]
     head_groups = {t.name: 0 if definition.batching == "joint" else g for g, t in enumerate(definition.tasks)}
     predictions = definition.model.apply(params, images.reshape((groups * size,) + images.shape[2:]), head_groups)
@@ -131,10 +149,10 @@ def task_losses(definition: StepDefinition, params, batch) -> dict[str, jax.Arra
             for t in definition.tasks}
 
 
-def apply_gradients(state: TrainState, grads, loss: jax.Array, weighting_state=None) -> TrainState:
-    """One AdamW update (and the weighting method's new state); a non-finite loss or gradient leaves
-    the state as it was and marks the step, and once marked, the state stays frozen (the loop stops
-    at its next check)."""
+def apply_gradients(state: TrainState, grads, loss: jax.Array, weighting_state=None, policy=None) -> TrainState:
+    """One AdamW update (and the weighting method's or AdaShare policy's new state); a non-finite
+    loss or gradient leaves the state as it was and marks the step, and once marked, the state stays
+    frozen (the loop stops at its next check)."""
     opt_state = state.opt_state._replace(
         hyperparams={**state.opt_state.hyperparams, "learning_rate": learning_rate(state)})
     updates, opt_state = _optimizer().update(grads, opt_state, state.params)
@@ -145,6 +163,7 @@ def apply_gradients(state: TrainState, grads, loss: jax.Array, weighting_state=N
     return state.replace(step=state.step + 1, params=keep(params, state.params),
                          opt_state=keep(opt_state, state.opt_state),
                          weighting_state=keep(weighting_state, state.weighting_state),
+                         policy=keep(policy, state.policy),
                          nonfinite_step=jnp.where(ok | (state.nonfinite_step >= 0), state.nonfinite_step,
                                                   state.step + 1))
 
@@ -164,6 +183,8 @@ def gather_batch(definition: StepDefinition, data, indices: jax.Array) -> dict:
 
 
 def _step_on_batch(definition: StepDefinition, state: TrainState, batch) -> tuple[TrainState, dict]:
+    if definition.policy_learning is not None:
+        return _policy_step(definition, state, batch)
     if definition.weighting is not None:
         return _weighted_step(definition, state, batch)
 
@@ -199,6 +220,28 @@ def _weighted_step(definition: StepDefinition, state: TrainState, batch) -> tupl
                **{f"loss/{n}": info["losses"][i] for i, n in enumerate(names)},
                **{f"weight/{n}": info["weights"][i] for i, n in enumerate(names)}}
     return apply_gradients(state, grads, info["loss"], weighting_state), metrics
+
+
+def _policy_step(definition: StepDefinition, state: TrainState, batch) -> tuple[TrainState, dict]:
+    """AdaShare's policy phase: the network and the policy logits descend the weighted task losses
+    on one Gumbel-softmax sample of every task's gates (temperature and learned blocks set by the
+    step, noise by the policy stream folded with the step) plus the sparsity and sharing terms."""
+    learning = definition.policy_learning
+    key = jax.random.fold_in(state.policy.key, state.step)
+
+    def objective(params, logits):
+        losses = task_losses(definition, params, batch, learning.gates(logits, state.step, key))
+        task_loss = sum(w * losses[t.name] for t, w in zip(definition.tasks, definition.weights))
+        penalties = learning.regularisers(logits, state.step)
+        return task_loss + penalties["sparsity"] + penalties["sharing"], (task_loss, losses, penalties)
+
+    (_, (loss, losses, penalties)), (grads, logit_grads) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+        state.params, state.policy.logits)
+    policy = learning.update(state.policy, logit_grads, state.step)
+    metrics = {"loss": loss, "learning_rate": learning_rate(state), "temperature": learning.temperature(state.step),
+               **penalties, "select_probability": jax.nn.softmax(policy.logits)[..., SELECT].mean(),
+               **{f"loss/{k}": v for k, v in losses.items()}}
+    return apply_gradients(state, grads, loss, policy=policy), metrics
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
@@ -365,6 +408,12 @@ class Trainer:
     `labeled` maps each task to the indices of its labeled images in the train split (tasks of the
     dataset that are missing or empty are not trained). `tasks` (names) picks the model's heads;
     default: the dataset's tasks.
+
+    AdaShare (`config.model="adashare"`) trains in two phases, each resumable: the policy phase
+    (`config.adashare_policy_steps`, in `<workdir>/policy_learning`, which ends by writing each
+    task's argmax policy to policy.json there), then `config.num_steps` of re-training the network
+    from scratch on that fixed policy, after which `self.model` and `self.policy` hold it. Step
+    numbers (`until_step`, `TrainResult.steps`) count both phases.
     """
 
     def __init__(self, dataset: MultiTaskDataset, labeled: Mapping[str, np.ndarray], config: TrainConfig,
@@ -395,22 +444,29 @@ class Trainer:
                              f"{jax.device_count()} devices")
         self.replicated = NamedSharding(self.mesh, P())
         self.index_sharding = NamedSharding(self.mesh, P(None, "data"))
+        self.policy = None  # AdaShare: {task: selected per block} once the policy is learned
 
     # -- state --------------------------------------------------------------------------------
 
-    def _init_fn(self):
-        image_shape = self.dataset.train.images.shape[1:]
-        return lambda key: init_state(self.definition, key, image_shape, self.config)
+    def _run_values(self, definition: StepDefinition, config: TrainConfig) -> dict:
+        policy_key = None if definition.policy_learning is None else rng.jax_key(self.seed, "adashare_policy")
+        return run_values(config, policy_key)
 
-    def init_state(self) -> TrainState:
-        """Fresh state from the seed's `init` stream, replicated on the mesh."""
+    def init_state(self, definition: StepDefinition | None = None, config: TrainConfig | None = None) -> TrainState:
+        """Fresh state (of this trainer's step definition and config, or the ones given) from the
+        seed's `init` stream, replicated on the mesh."""
+        definition, config = definition or self.definition, config or self.config
         image_shape = tuple(self.dataset.train.images.shape[1:])
-        return _compiled_init(self.replicated)(self.definition, rng.jax_key(self.seed, "init"), image_shape,
-                                               run_values(self.config))
+        return _compiled_init(self.replicated)(definition, rng.jax_key(self.seed, "init"), image_shape,
+                                               self._run_values(definition, config))
 
-    def abstract_state(self) -> TrainState:
+    def abstract_state(self, definition: StepDefinition | None = None,
+                       config: TrainConfig | None = None) -> TrainState:
         """Shapes, dtypes and shardings of the state, without computing it (restore target)."""
-        shapes = jax.eval_shape(self._init_fn(), rng.jax_key(self.seed, "init"))
+        definition, config = definition or self.definition, config or self.config
+        image_shape = tuple(self.dataset.train.images.shape[1:])
+        shapes = jax.eval_shape(lambda key, values: _init_state(definition, key, image_shape, values),
+                                rng.jax_key(self.seed, "init"), self._run_values(definition, config))
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
 
     # -- data ---------------------------------------------------------------------------------
@@ -442,14 +498,16 @@ class Trainer:
                     "masks": NamedSharding(self.mesh, P("data"))}
         return {k: jax.tree.map(lambda a: _global_array(a, sharding[k]), v) for k, v in batch.items()}
 
-    def _step_function(self):
-        """step(state, step_number) -> (state, metrics), on device-resident data when it fits."""
+    def _step_function(self, definition: StepDefinition, step_offset: int):
+        """step(state, step_number) -> (state, metrics), on device-resident data when it fits; the
+        batch of a step is that of `step_offset + step_number` (AdaShare's re-training continues the
+        data order of its policy phase)."""
         split = self.dataset.train
         if split.nbytes <= DEVICE_DATA_LIMIT_BYTES:
             data = self._device_data(split)
-            return lambda state, step: train_step(self.definition, state, data,
-                                                  _global_array(self.indices(step), self.index_sharding))
-        return lambda state, step: train_step_on_batch(self.definition, state, self.host_batch(step))
+            return lambda state, step: train_step(definition, state, data,
+                                                  _global_array(self.indices(step_offset + step), self.index_sharding))
+        return lambda state, step: train_step_on_batch(definition, state, self.host_batch(step_offset + step))
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -461,18 +519,63 @@ class Trainer:
         os.makedirs(self.workdir, exist_ok=True)
         if not self.tasks:
             return TrainResult(self.init_state().params, [], self.untrained, {}, 0, time.perf_counter() - started)
-        checkpoints = CheckpointHook(os.path.join(self.workdir, "checkpoints"), self.config.checkpoint_every)
-        if checkpoints.latest_step() is not None:
-            state = checkpoints.restore(self.abstract_state())
+        policy_steps = 0
+        if self.config.model == "adashare":
+            policy_steps = self.config.adashare_policy_steps
+            stopped = self._learn_policy(progress, until_step)
+            if stopped is not None:  # pre-empted in the policy phase
+                state, values, end = stopped
+                return self._result(state, values, end, started)
+            until_step = None if until_step is None else until_step - policy_steps
+        state, values, end = self._run(self.definition, self.config, self.workdir, progress, until_step, hooks,
+                                       step_offset=policy_steps)
+        return self._result(state, values, policy_steps + end, started)
+
+    def _result(self, state: TrainState, values: dict, steps: int, started: float) -> TrainResult:
+        losses = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("loss/")}
+        return TrainResult(state.params, [t.name for t in self.tasks], self.untrained, losses, steps,
+                           time.perf_counter() - started)
+
+    def _learn_policy(self, progress: bool, until_step: int | None):
+        """AdaShare's policy phase, then the model fixed to its argmax policy; returns (state,
+        values, steps) instead if `until_step` stops the phase first."""
+        directory = os.path.join(self.workdir, POLICY_DIRECTORY)
+        path = os.path.join(directory, POLICY_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                logits = np.asarray(json.load(f)["logits"], np.float32)
         else:
-            state = self.init_state()
+            learning = PolicyLearning.from_config(self.config, self.model.num_blocks)
+            definition = dataclasses.replace(self.definition, weighting=None, policy_learning=learning)
+            config = dataclasses.replace(self.config, num_steps=self.config.adashare_policy_steps)
+            state, values, end = self._run(definition, config, directory, progress, until_step, ())
+            if end < config.num_steps:
+                return state, values, end
+            logits = np.asarray(jax.device_get(state.policy.logits), np.float32)
+            if jax.process_index() == 0:
+                io_utils.write_json(path, {"tasks": [t.name for t in self.tasks], "logits": logits.tolist()})
+        learned = dict(zip([t.name for t in self.tasks], discrete_policy(logits)))
+        self.policy = {t.name: learned.get(t.name, (True,) * self.model.num_blocks) for t in self.all_tasks}
+        self.model = build_model(self.all_tasks, self.config, policy=tuple(self.policy.values()))
+        self.definition = dataclasses.replace(self.definition, model=self.model)
+        return None
+
+    def _run(self, definition: StepDefinition, config: TrainConfig, workdir: str, progress: bool,
+             until_step: int | None, hooks: Sequence[Hook], step_offset: int = 0) -> tuple[TrainState, dict, int]:
+        """The loop of one training (from its latest checkpoint in `workdir`) to `config.num_steps`
+        or `until_step`; returns the state, the last values read back and the steps done."""
+        checkpoints = CheckpointHook(os.path.join(workdir, "checkpoints"), config.checkpoint_every)
+        if checkpoints.latest_step() is not None:
+            state = checkpoints.restore(self.abstract_state(definition, config))
+        else:
+            state = self.init_state(definition, config)
         start = int(jax.device_get(state.step))
-        end = self.config.num_steps if until_step is None else min(until_step, self.config.num_steps)
+        end = config.num_steps if until_step is None else max(min(until_step, config.num_steps), start)
         lead = jax.process_index() == 0
-        all_hooks = [checkpoints, ProgressHook(start, self.config.num_steps, progress and lead), *hooks]
+        all_hooks = [checkpoints, ProgressHook(start, config.num_steps, progress and lead), *hooks]
         if lead:
-            all_hooks.insert(1, ScalarsHook(self.workdir, self.config.log_every))
-        step_fn = self._step_function()
+            all_hooks.insert(1, ScalarsHook(workdir, config.log_every))
+        step_fn = self._step_function(definition, step_offset)
         values = {}
         try:
             for step in range(start, end):
@@ -482,17 +585,15 @@ class Trainer:
                 values = {}
                 if any(h.reads_values for h in due):
                     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    self._check_finite(state, checkpoints)
+                    self._check_finite(state, checkpoints, workdir)
                 for hook in due:
                     hook(done, state, values)
         finally:
             for hook in all_hooks:
                 hook.close()
-        losses = {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("loss/")}
-        return TrainResult(state.params, [t.name for t in self.tasks], self.untrained, losses, end,
-                           time.perf_counter() - started)
+        return state, values, end
 
-    def _check_finite(self, state: TrainState, checkpoints: CheckpointHook) -> None:
+    def _check_finite(self, state: TrainState, checkpoints: CheckpointHook, workdir: str) -> None:
         bad = int(jax.device_get(state.nonfinite_step))
         if bad >= 0:
             checkpoints.manager.wait_until_finished()
@@ -501,7 +602,7 @@ class Trainer:
                 "no checkpoint was written before it; nothing is kept in"
             raise TrainingDivergedError(
                 f"non-finite training loss or gradient at step {bad}: lower config.train.learning_rate "
-                f"(now {self.config.learning_rate:g}); {kept} {self.workdir}/checkpoints")
+                f"(now {self.config.learning_rate:g}); {kept} {workdir}/checkpoints")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,13 +642,72 @@ def evaluate(model, params, tasks: Sequence[TaskSpec], split: Split, batch_size:
 
 def train_and_evaluate(dataset: MultiTaskDataset, labeled: Mapping[str, np.ndarray], config: TrainConfig,
                        workdir: str, seed: int = 0, progress: bool = True) -> dict:
-    """Trains on the labeled images of each task and evaluates every task on the test split."""
-    trainer = Trainer(dataset, labeled, config, workdir, seed)
+    """Trains on the labeled images of each task and evaluates every task on the test split; with
+    `config.groups`, one network per group (`train_and_evaluate_groups`)."""
+    if config.groups:
+        return train_and_evaluate_groups(dataset, labeled, config, workdir, seed, progress)
+    return _train_and_evaluate_network(dataset, labeled, config, workdir, seed, progress)[0]
+
+
+def _train_and_evaluate_network(dataset: MultiTaskDataset, labeled: Mapping[str, np.ndarray], config: TrainConfig,
+                                workdir: str, seed: int, progress: bool, tasks: Sequence[str] | None = None):
+    """One network's results (test metrics, labels, steps, parameter counts, AdaShare's policy),
+    its model and its parameters."""
+    trainer = Trainer(dataset, labeled, config, workdir, seed, tasks=tasks)
     result = trainer.train(progress=progress)
     metrics = evaluate(trainer.model, result.params, trainer.all_tasks, dataset.splits["test"],
                        config.eval_batch_size)
     for name in result.untrained_tasks:
         metrics[name]["untrained"] = True
-    return {"metrics": metrics, "trained_tasks": result.trained_tasks, "untrained_tasks": result.untrained_tasks,
-            "labels": {t.name: len(trainer.labeled.get(t.name, ())) for t in trainer.all_tasks},
-            "seed": seed, "steps": result.steps, "train_seconds": result.seconds, "final_losses": result.final_losses}
+    results = {"metrics": metrics, "trained_tasks": result.trained_tasks, "untrained_tasks": result.untrained_tasks,
+               "labels": {t.name: len(trainer.labeled.get(t.name, ())) for t in trainer.all_tasks},
+               "seed": seed, "steps": result.steps, "train_seconds": result.seconds,
+               "final_losses": result.final_losses, "num_parameters": parameter_counts(result.params)}
+    if trainer.policy is not None:
+        results["adashare_policy"] = {task: list(selected) for task, selected in trainer.policy.items()}
+    return results, trainer.model, result.params
+
+
+def train_and_evaluate_groups(dataset: MultiTaskDataset, labeled: Mapping[str, np.ndarray], config: TrainConfig,
+                              workdir: str, seed: int = 0, progress: bool = True) -> dict:
+    """One network per group of `config.groups` (trained in `<workdir>/group<i>` on its tasks'
+    labels), every task's metrics from the group serving it: the one group that holds it, or of
+    several the one whose network scores it best on the validation split (first on ties). Parameter
+    counts add up over the networks; `groups` lists each group's tasks, served tasks, counts, the
+    validation scores (primary metric) of its tasks that other groups hold too, and AdaShare's policy."""
+    names = dataset.task_names
+    groups = config.task_groups
+    weights = config.weights_for(names)
+    runs = []
+    for index, members in enumerate(groups):
+        group_config = dataclasses.replace(config, groups=(), task_weights=None if config.task_weights is None
+                                           else tuple(weights[t] for t in members))
+        runs.append(_train_and_evaluate_network(dataset, {t: labeled[t] for t in members if t in labeled},
+                                                group_config, os.path.join(workdir, f"group{index}"), seed,
+                                                progress, tasks=members))
+    holders = {t: [i for i, members in enumerate(groups) if t in members] for t in names}
+    validation = []
+    for i, members in enumerate(groups):
+        shared = [t for t in members if len(holders[t]) > 1]
+        # all of the group's tasks, as on the test split: the same compiled evaluation
+        scores = evaluate(runs[i][1], runs[i][2], dataset.task_specs(members), dataset.splits["validation"],
+                          config.eval_batch_size) if shared else {}
+        validation.append({t: scores[t]["primary"] for t in shared})
+    served = {}
+    for task in dataset.task_specs(names):
+        sign = 1.0 if task.higher_is_better else -1.0
+        served[task.name] = max(holders[task.name], key=lambda i: sign * validation[i].get(task.name, 0.0))
+    metrics = {t: {**runs[served[t]][0]["metrics"][t], "group": served[t]} for t in names}
+    counts = [run[0]["num_parameters"] for run in runs]
+    return {"metrics": metrics, "trained_tasks": [t for t in names if not metrics[t].get("untrained")],
+            "untrained_tasks": [t for t in names if metrics[t].get("untrained")],
+            "labels": {t: runs[served[t]][0]["labels"][t] for t in names}, "seed": seed,
+            "steps": max(run[0]["steps"] for run in runs),
+            "train_seconds": sum(run[0]["train_seconds"] for run in runs),
+            "final_losses": {t: runs[served[t]][0]["final_losses"][t] for t in names
+                             if t in runs[served[t]][0]["final_losses"]},
+            "num_parameters": {k: sum(c[k] for c in counts) for k in counts[0]},
+            "groups": [{"tasks": list(members), "serves": [t for t in names if served[t] == i],
+                        "num_parameters": counts[i], "validation": validation[i],
+                        **{k: v for k, v in runs[i][0].items() if k == "adashare_policy"}}
+                       for i, members in enumerate(groups)]}

@@ -2,6 +2,7 @@
 `results.json`. Every input is checked before any data is generated or any step is trained."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from taba_jax.config import TrainJobConfig, to_json
 from taba_jax.data import synthetic
 from taba_jax.data.dataset import MultiTaskDataset, split_sizes
 from taba_jax.errors import ConfigError
+from taba_jax.mtl.grouping import select_groups
 from taba_jax.tasks import TaskSpec, delta_m
 from taba_jax.train import train_and_evaluate
 
@@ -114,10 +116,22 @@ def check_tasks(config) -> list[TaskSpec] | None:
         raise ConfigError("config.tasks", str(e)) from None
 
 
+def choose_groups(config):
+    """The job config (TrainJobConfig or ExperimentConfig) with `config.train.groups=("auto:<k>",)`
+    replaced by the at most k groups `taba_jax.mtl.grouping.select_groups` picks from
+    `config.taba.affinity`; other configs as they are."""
+    if not config.train.chooses_groups:
+        return config
+    grouping = select_groups(np.asarray(config.taba.affinity), int(config.train.groups[0][len("auto:"):]))
+    groups = tuple("+".join(config.tasks[t] for t in group) for group in grouping.groups)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, groups=groups))
+
+
 def run(config: TrainJobConfig, workdir: str, progress: bool = True) -> dict:
     """Runs the job; returns what it writes to `<workdir>/results.json`."""
     check_tasks(config)
     check_workdir(workdir)
+    config = choose_groups(config)
     synthetic_pool = split_sizes(config.num_images)["train"] if config.dataset == "synthetic" else None
     if config.allocation and synthetic_pool is not None:
         load_allocation(config.allocation, config.tasks, synthetic_pool)  # checked before any data exists

@@ -47,6 +47,30 @@ def parse_train_job(**overrides):
     ("train__checkpoint_every", 0, "config.train.checkpoint_every: must be positive, got 0"),
     ("train__log_every", 0, "config.train.log_every: must be positive, got 0"),
     ("train__eval_batch_size", 0, "config.train.eval_batch_size: must be positive, got 0"),
+    ("train__model", "resnet", "config.train.model: must be one of ('hard_sharing', 'mtan', 'adashare'), got 'resnet'"),
+    ("train__adashare_policy_steps", 0, "config.train.adashare_policy_steps: must be positive, got 0"),
+    ("train__adashare_warmup_steps", -1, "config.train.adashare_warmup_steps: must be non-negative, got -1"),
+    ("train__adashare_warmup_steps", 500,
+     "config.train.adashare_warmup_steps: must be less than adashare_policy_steps (500), got 500"),
+    ("train__adashare_curriculum_fraction", 1.5,
+     "config.train.adashare_curriculum_fraction: must be in (0, 1], got 1.5"),
+    ("train__adashare_initial_temperature", 0.0,
+     "config.train.adashare_initial_temperature: must be positive, got 0.0"),
+    ("train__adashare_final_temperature", 10.0,
+     "config.train.adashare_final_temperature: must not exceed adashare_initial_temperature (5), got 10.0"),
+    ("train__adashare_sparsity_weight", -1.0, "config.train.adashare_sparsity_weight: must be non-negative, got -1.0"),
+    ("train__adashare_sharing_weight", -0.5, "config.train.adashare_sharing_weight: must be non-negative, got -0.5"),
+    ("train__adashare_policy_learning_rate", 0.0,
+     "config.train.adashare_policy_learning_rate: must be positive, got 0.0"),
+    ("train__groups", ("auto:0",), "config.train.groups: 'auto:<k>' (k >= 1 networks) stands alone, got ('auto:0',)"),
+    ("train__groups", ("segment+depth", "auto:2"), "config.train.groups: 'auto:<k>' (k >= 1 networks) stands alone"),
+    ("train__groups", ("segment+segment",), "config.train.groups: 'segment+segment' names a task twice"),
+    ("train__groups", ("segment+",), "config.train.groups: 'segment+' is not tasks joined by '+'"),
+    ("train__groups", ("segment+depth", "normal+edge+sky"),
+     "config.train.groups: names tasks ['sky'] that are not among config.tasks"),
+    ("train__groups", ("segment+depth",),
+     "config.train.groups: must put every task in a group; ['normal', 'edge'] in none of ('segment+depth',)"),
+    ("train__groups", ("auto:2",), "config.train.groups: 'auto:2' chooses groups from config.taba.affinity; give it"),
     ("taba__rho", 1.5, "config.taba.rho: must be in (0, 1), got 1.5"),
     ("taba__affinity_every", 0, "config.taba.affinity_every: must be positive, got 0"),
     ("taba__affinity_start", 1.0, "config.taba.affinity_start: must be in [0, 1), got 1.0"),
@@ -147,3 +171,14 @@ def test_experiment_strategies_all_or_a_list():
                                  "equal_count_shared", "random_pairs", "taba"]
     job = dataclasses.replace(job, strategies=("taba", "equal_budget"))
     assert job.strategy_list == ["taba", "equal_budget"]
+
+
+def test_model_and_groups_are_set_from_the_command_line_config():
+    config = cfg.to_config_dict(cfg.TrainJobConfig())
+    config.train.model = "adashare"
+    config.train.adashare_policy_steps = 20
+    config.train.adashare_warmup_steps = 5
+    config.train.groups = ("segment+depth,normal+edge",)  # what config_flags hands over for a comma list
+    job = cfg.parse(cfg.TrainJobConfig, config)
+    assert job.train.model == "adashare" and job.train.adashare_policy_steps == 20
+    assert job.train.task_groups == [("segment", "depth"), ("normal", "edge")]

@@ -262,3 +262,17 @@ def test_a_failing_run_is_retried_recorded_and_tried_again_on_rerun(tmp_path, mo
     monkeypatch.setattr(experiment, "_run_one", real)
     assert len(experiment.run(config, str(tmp_path), progress=False)) == 2  # the failed run only is run again
     assert experiment.failures(str(tmp_path)) == []
+
+
+def test_runner_trains_the_groups_chosen_from_the_affinity(tmp_path):
+    config = tiny_config(strategies=("equal_budget",), seeds=(0,), budgets=(260,))
+    config = dataclasses.replace(config, taba=dataclasses.replace(config.taba, affinity=((1.0, 0.5), (0.5, 1.0))),
+                                 train=dataclasses.replace(config.train, groups=("auto:2",)))
+    (record,) = experiment.run(config, str(tmp_path), progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["groups"] == ["auto:2"]
+    reference = json.loads((tmp_path / "reference" / "seed0" / "results.json").read_text())
+    # two tasks that help each other share one network: with at most 2 allowed, select_groups takes 1
+    assert [g["tasks"] for g in reference["groups"]] == [["segment", "depth"]]
+    run = tmp_path / "runs" / "equal_budget_b260_s0"
+    assert (run / "group0").is_dir() and not (run / "group0" / "checkpoints").exists()
+    assert {m["group"] for m in record.metrics.values()} == {0} and isinstance(record.delta_m, float)

@@ -218,3 +218,21 @@ def test_evaluate_with_loss_adds_each_tasks_mean_training_loss(dataset, tmp_path
             assert batched[task.name]["loss"] == pytest.approx(expected[task.name], rel=1e-4)
         assert batched[task.name]["primary"] == pytest.approx(whole[task.name]["primary"], rel=1e-4)
     assert all("loss" not in m for m in train.evaluate(trainer.model, params, tasks, split).values())
+
+
+def test_groups_train_one_network_each_and_serve_a_shared_task_from_its_best_group(dataset, tmp_path):
+    data = dataset.select_tasks(["segment", "depth", "normal"])
+    labeled = {"segment": np.arange(40), "depth": np.arange(40)}  # normal has no labels
+    config = tiny_config(num_steps=4, groups=("segment+depth", "depth+normal"))  # group 0 compiles as other tests
+    results = train.train_and_evaluate(data, labeled, config, str(tmp_path), progress=False)
+    assert (tmp_path / "group0" / "checkpoints").is_dir() and (tmp_path / "group1" / "checkpoints").is_dir()
+    metrics, groups = results["metrics"], results["groups"]
+    assert metrics["segment"]["group"] == 0 and metrics["normal"]["group"] == 1
+    assert metrics["normal"]["untrained"] is True and results["untrained_tasks"] == ["normal"]
+    # depth (lower error is better) is held by both: served by the lower validation error
+    scores = [groups[0]["validation"]["depth"], groups[1]["validation"]["depth"]]
+    assert scores[0] != scores[1] and metrics["depth"]["group"] == int(np.argmin(scores))
+    assert groups[0]["tasks"] == ["segment", "depth"] and "depth" in groups[metrics["depth"]["group"]]["serves"]
+    assert results["num_parameters"] == {k: groups[0]["num_parameters"][k] + groups[1]["num_parameters"][k]
+                                         for k in ("total", "shared", "task_specific")}
+    assert results["labels"] == {"segment": 40, "depth": 40, "normal": 0}

@@ -2,12 +2,14 @@
 
 `model.apply(params, images) -> {task: prediction}`; dense heads predict at input resolution from
 the decoder output and the input pixels, image-level heads from the pooled encoder features (every
-stage's mean and the bottleneck's max). With `head_groups` each head predicts only for its task's
-group of the batch (per-task batching), so no head computes outputs that no loss reads. GroupNorm keeps the model free
-of batch statistics, so per-task batches and any device count give the same function.
+stage's mean and the bottleneck's max). GroupNorm keeps the model free
+of batch statistics, so per-task batches and any device count give the same function. With
+`head_groups` each head predicts only for its task's group of the batch (per-task batching), so no
+head computes outputs that no loss reads.
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import flax.linen as nn
@@ -62,12 +64,21 @@ def group_of(array: jax.Array, group: int, num_groups: int) -> jax.Array:
     return array.reshape((num_groups, -1) + array.shape[1:])[group]
 
 
-class TaskHeads(nn.Module):
-    """One head per task, each a submodule named after its task.
+def grouped_tasks(tasks: Sequence[TaskSpec], head_groups: Mapping[str, int] | None):
+    """(task, rows of the batch it predicts for) for each task that predicts: with `head_groups`
+    (task name -> group index; the batch is `1 + max(index)` equal groups) the listed tasks, each
+    with `lambda a: a's rows of its group`; without, every task with the whole batch."""
+    if head_groups is None:
+        return [(t, lambda a: a) for t in tasks]
+    count = 1 + max(head_groups.values())
+    return [(t, functools.partial(group_of, group=head_groups[t.name], num_groups=count))
+            for t in tasks if t.name in head_groups]
 
-    `head_groups` (task name -> group index): the batch is `1 + max(index)` equal groups and each
-    listed task's head sees only its group; tasks not listed get no prediction. None: every head
-    predicts for the whole batch."""
+
+class TaskHeads(nn.Module):
+    """One head per task, each a submodule named after its task. `features` and `pooled` are arrays
+    every head sees, or mappings {task: array} when each task has features of its own (AdaShare).
+    `head_groups`: see `grouped_tasks` (None: every head predicts for the whole batch)."""
 
     tasks: Sequence[TaskSpec]
     dense_width: int
@@ -75,16 +86,44 @@ class TaskHeads(nn.Module):
 
     @nn.compact
     def __call__(self, features, pooled, head_groups: Mapping[str, int] | None = None):
-        outputs = {}
-        for t in self.tasks:
-            head = (DenseHead(self.dense_width, t.outputs, name=t.name) if t.dense
-                    else ImageHead(self.image_width, t.outputs, name=t.name))
-            inputs = features if t.dense else pooled
-            if head_groups is None:
-                outputs[t.name] = head(inputs)
-            elif t.name in head_groups:
-                outputs[t.name] = head(group_of(inputs, head_groups[t.name], 1 + max(head_groups.values())))
-        return outputs
+        def own(value, task):
+            return value[task.name] if isinstance(value, Mapping) else value
+
+        return {t.name: DenseHead(self.dense_width, t.outputs, name=t.name)(rows(own(features, t))) if t.dense
+                else ImageHead(self.image_width, t.outputs, name=t.name)(rows(own(pooled, t)))
+                for t, rows in grouped_tasks(self.tasks, head_groups)}
+
+
+def shared_trunk(images: jax.Array, widths: Sequence[int], blocks: int):
+    """The shared encoder-decoder, built in the calling module's scope (call it inside an
+    `nn.compact` method). Returns the dense features at input resolution (decoder output and input
+    pixels), the pooled features of the image-level heads, and the output of every encoder stage and
+    every decoder stage, in order."""
+    x = nn.relu(nn.Conv(widths[0], (3, 3))(images))
+    skips = []
+    for stage, width in enumerate(widths):
+        for block in range(blocks):
+            x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x)
+        skips.append(x)
+    pooled = pool_stages(skips)
+    decoded = []
+    for width, skip in zip(reversed(widths[:-1]), reversed(skips[:-1])):
+        x = upsample_to(x, skip)
+        x = ResidualBlock(width)(jnp.concatenate([x, skip], axis=-1))
+        decoded.append(x)
+    x = jnp.concatenate([x, images], axis=-1)  # dense heads also see each pixel's own colour
+    return x, pooled, skips, decoded
+
+
+def pool_stages(stages: Sequence[jax.Array]) -> jax.Array:
+    """Image-level heads see every encoder stage mean-pooled, so fine-scale statistics (texture)
+    survive, and the bottleneck max-pooled, so a small object anywhere counts."""
+    return jnp.concatenate([s.mean(axis=(1, 2)) for s in stages] + [stages[-1].max(axis=(1, 2))], axis=-1)
+
+
+def upsample_to(x: jax.Array, like: jax.Array) -> jax.Array:
+    """`x` brought to the spatial size of `like` (nearest neighbour)."""
+    return jax.image.resize(x, (x.shape[0], like.shape[1], like.shape[2], x.shape[3]), "nearest")
 
 
 class MultiTaskNet(nn.Module):
@@ -96,29 +135,5 @@ class MultiTaskNet(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, head_groups: Mapping[str, int] | None = None) -> dict[str, jax.Array]:
-        x = nn.relu(nn.Conv(self.widths[0], (3, 3))(images))
-        skips = []
-        for stage, width in enumerate(self.widths):
-            for block in range(self.blocks):
-                x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x)
-            skips.append(x)
-        # Image-level heads see every encoder stage mean-pooled, so fine-scale statistics (texture)
-        # survive, and the bottleneck max-pooled, so a small object anywhere counts.
-        pooled = jnp.concatenate([skip.mean(axis=(1, 2)) for skip in skips] + [x.max(axis=(1, 2))], axis=-1)
-        for width, skip in zip(reversed(self.widths[:-1]), reversed(skips[:-1])):
-            x = jax.image.resize(x, (x.shape[0], skip.shape[1], skip.shape[2], x.shape[3]), "nearest")
-            x = ResidualBlock(width)(jnp.concatenate([x, skip], axis=-1))
-        x = jnp.concatenate([x, images], axis=-1)  # dense heads also see each pixel's own colour
-        return TaskHeads(tuple(self.tasks), self.widths[0], self.widths[-1], name=HEADS)(x, pooled, head_groups)
-
-
-def build_model(tasks: Sequence[TaskSpec], config) -> MultiTaskNet:
-    """The model a TrainConfig describes, with a head for each of `tasks`."""
-    return MultiTaskNet(tuple(tasks), widths=tuple(config.widths), blocks=config.blocks)
-
-
-def shared_parameters(params) -> dict:
-    """Pytree of bools like `params`: True for the shared backbone, False inside `heads`."""
-    def is_shared(path, _):
-        return not any(getattr(k, "key", None) == HEADS for k in path)
-    return jax.tree_util.tree_map_with_path(is_shared, params)
+        features, pooled, _, _ = shared_trunk(images, self.widths, self.blocks)
+        return TaskHeads(tuple(self.tasks), self.widths[0], self.widths[-1], name=HEADS)(features, pooled, head_groups)

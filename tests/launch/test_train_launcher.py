@@ -31,6 +31,9 @@ def test_strategy_then_allocation_file_with_reference(tmp_path):
     assert all(isinstance(m["baseline"], float) for m in results["metrics"].values())
     assert "segment: miou =" in result.stdout and "trivial baseline" in result.stdout
     assert "Delta_m" not in result.stdout
+    counts = results["num_parameters"]
+    assert counts["total"] == counts["shared"] + counts["task_specific"] and counts["task_specific"] > 0
+    assert f"parameters: {counts['total']:,} ({counts['shared']:,} shared" in result.stdout
     assert Allocation.load(first / "allocation.npz").spent == 285
     assert (first / "metrics.jsonl").read_text().count("\n") == 2
 
@@ -70,6 +73,8 @@ def test_launcher_prints_one_line_errors_and_a_traceback_only_when_verbose(tmp_p
     (["--config.tasks=segment,depth"], "config.costs: needs one cost per task (2: segment, depth), got (10.0, 3.0, 3.0, 3.0)"),
     (["--config.tasks=segment,sky", "--config.costs=10,3"], "config.tasks: unknown synthetic tasks ['sky']"),
     (["--config.strategy=single_task:sky"], "config.strategy: must be one of single_task:segment,"),
+    (["--config.train.model=mtan", "--config.train.groups=segment+depth,normal"],
+     "config.train.groups: must put every task in a group; ['edge'] in none of ('segment+depth', 'normal')"),
     (["--config.reference=/nonexistent/results.json"], "config.reference: no such file: '/nonexistent/results.json'"),
     (["--config.allocation=/nonexistent/allocation.npz"], "config.allocation: no such file"),
     (["--config.allocation=README.md"], "config.allocation: 'README.md' is not an allocation file"),
