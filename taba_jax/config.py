@@ -192,11 +192,15 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 25
     eval_batch_size: int = 256
+    # A train split not in memory (a TFDS dataset) is streamed through grain: worker processes that read
+    # and decode batches (0 = threads of the training process), each keeping this many batches ready.
+    input_workers: int = 2
+    prefetch_batches: int = 4
 
     def __post_init__(self):
         require_positive(self, "num_steps", "batch_size", "learning_rate", "blocks", "checkpoint_every", "log_every",
-                         "eval_batch_size")
-        require_positive(self, "warmup_steps", "weight_decay", allow_zero=True)
+                         "eval_batch_size", "prefetch_batches")
+        require_positive(self, "warmup_steps", "weight_decay", "input_workers", allow_zero=True)
         require(self.batching in BATCHINGS, "batching", f"must be one of {BATCHINGS}, got {self.batching!r}")
         require(len(self.widths) > 0 and all(w > 0 for w in self.widths), "widths",
                 f"must be positive channel counts, got {self.widths!r}")
