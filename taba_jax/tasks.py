@@ -93,6 +93,7 @@ def _balanced_bce(logits, target, valid):
     weight_pos = jnp.clip((1 - positives) / jnp.maximum(positives, 1e-6), 1.0, 50.0)
     weights = jnp.where(target > 0.5, weight_pos, 1.0)
     normaliser = jax.lax.stop_gradient((weights * weight).sum() / jnp.maximum(weight.sum(), 1.0))
+    normaliser = jnp.where(weight.sum() > 0, normaliser, 1.0)  # a batch without a valid label: loss 0, not NaN
     return optax.sigmoid_binary_cross_entropy(logits, target) * weights / normaliser
 
 

@@ -473,11 +473,14 @@ class Trainer:
     def streamed_batches(self, start: int, end: int):
         """The laid-out batches of steps start..end-1, read and decoded ahead by grain workers."""
         reader = self.batch_reader()
-        for step, local in zip(range(start, end), streaming.step_batches(
-                reader, start, end, self.config.input_workers, self.config.prefetch_batches)):
-            if int(local.pop("step")) != step:
-                raise RuntimeError(f"input pipeline out of order: expected step {step}")
+        batches = streaming.step_batches(reader, start, end, self.config.input_workers, self.config.prefetch_batches)
+        for step in range(start, end):
+            local = next(batches)
+            got = int(local.pop("step"))
+            if got != step:
+                raise RuntimeError(f"input pipeline out of order: expected step {step}, got {got}")
             yield self.global_batch(local, reader.columns)
+        batches.close()  # stops the workers; a run stopped early stops them when the generator is dropped
 
     def _step_function(self, start: int, end: int):
         """step(state, step_number) -> (state, metrics): on device-resident data when the split is in
@@ -490,7 +493,13 @@ class Trainer:
         if isinstance(split, Split):
             return lambda state, step: train_step_on_batch(self.definition, state, self.host_batch(step))
         batches = self.streamed_batches(start, end)
-        return lambda state, step: train_step_on_batch(self.definition, state, next(batches))
+
+        def streamed_step(state, step):
+            result = train_step_on_batch(self.definition, state, next(batches))
+            if step == end - 1:
+                batches.close()
+            return result
+        return streamed_step
 
     # -- the loop -----------------------------------------------------------------------------
 

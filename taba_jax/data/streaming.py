@@ -68,7 +68,7 @@ def step_batches(reader: StepBatchReader, start: int, end: int, workers: int, pr
     processes (0: threads of this process), each keeping `prefetch` batches ready."""
     import grain
 
-    return iter(_prefetched(grain.MapDataset.range(start, end).map(reader), workers, prefetch))
+    return _prefetched(grain.MapDataset.range(start, end).map(reader), workers, prefetch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,17 +94,24 @@ def split_batches(split: RandomAccessSplit, tasks: Sequence[str], batch_size: in
         return (reader(number) for number in range(count))
     import grain
 
-    return iter(_prefetched(grain.MapDataset.range(count).map(reader), workers, prefetch))
+    return _prefetched(grain.MapDataset.range(count).map(reader), workers, prefetch)
 
 
-def _prefetched(dataset, workers: int, prefetch: int):
+def _prefetched(dataset, workers: int, prefetch: int) -> Iterator:
     """`dataset` (a grain MapDataset) iterated in order with `prefetch` elements read ahead, by
-    `workers` processes (round-robin, so the order is kept) or, with 0, by threads here."""
+    `workers` processes (round-robin, so the order is kept) or, with 0, by threads here. The workers
+    stop when the iterator is exhausted, closed or dropped."""
     import grain
 
     if workers == 0:
-        return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=prefetch))
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()  # grain's workers read its absl flags; outside an absl app they are defaults
-    return dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)).mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
+        iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=prefetch))
+    else:
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()  # grain reads its absl flags; outside an absl app they keep their defaults
+        iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)).mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
+    iterator = iter(iterable)
+    try:
+        yield from iterator
+    finally:
+        iterator.close()

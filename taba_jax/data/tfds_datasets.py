@@ -139,8 +139,9 @@ class SourceSplit:
 def open_splits(dataset: BuiltDataset, tasks, image_size: int, validation_fraction: float = 0.1,
                 seed: int = 0) -> MultiTaskDataset:
     """The built dataset as a MultiTaskDataset of `SourceSplit`s read by index (nothing is loaded):
-    its train split is the pool an allocation buys labels in. A dataset without a validation split
-    gets one carved from train with the seed's `split` stream."""
+    its train split is the pool an allocation buys labels in. A dataset without a test split (PASCAL
+    VOC) is tested on its validation split; one without a validation split (then) gets one carved
+    from train with the seed's `split` stream."""
     targets = dataset.targets
     unknown = [t for t in tasks if t not in targets]
     if unknown:
@@ -158,6 +159,8 @@ def open_splits(dataset: BuiltDataset, tasks, image_size: int, validation_fracti
         return SourceSplit(readers, kinds, image_size, rows)
 
     splits = {name: split(name) for name in ("train", "validation", "test") if name in dataset.splits}
+    if "test" not in splits:
+        splits["test"] = splits.pop("validation")
     if "validation" not in splits:
         size = dataset.splits["train"]
         order = rng.numpy_rng(seed, "split").permutation(size)
