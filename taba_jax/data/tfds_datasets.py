@@ -88,7 +88,7 @@ def build(name: str, manual_dir, data_dir, **options) -> BuiltDataset:
 def _encode_invalid(target: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarray:
     """A reader's (target, mask) as one array in the encoding of `taba_jax.tasks`: masked class ids
     become -1, masked float values NaN (a per-class multilabel mask invalidates its example)."""
-    if kind == "segmentation":
+    if kind in ("segmentation", "segment_grouping"):
         return np.where(mask, target, -1).astype(np.int32)
     mask = np.asarray(mask, bool)
     if kind == "multilabel":

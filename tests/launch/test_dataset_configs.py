@@ -36,7 +36,9 @@ def _job(config_file, **overrides):
 
 def test_taskonomy_config_streams_a_fixture_tree(tmp_path):
     _module("tests", "data", "test_builders_taskonomy.py").write_omnidata_tree(str(tmp_path / "raw"))
-    job = _job("taskonomy.py", manual_dir=str(tmp_path / "raw"))
+    default = _job("taskonomy.py", manual_dir=str(tmp_path / "raw"))
+    job = _job("taskonomy.py", manual_dir=str(tmp_path / "raw"), tasks=default.tasks + ("segment_unsup2d",),
+               costs=default.costs + (3.0,))  # the config's tasks and an unsupervised segment grouping
     results = train_job.run(job, str(tmp_path / "work"), progress=False)
     assert results["allocation"]["labels"] == {t: 3 for t in job.tasks}  # the three train views
     assert set(results["metrics"]) == set(job.tasks) and results["steps"] == 2
