@@ -465,11 +465,6 @@ class Trainer:
         return {key: jax.tree.map(lambda a: _from_process_columns(a, columns, self.config.batch_size, *shapes[key]),
                                   local[key]) for key in shapes}
 
-    def host_batch(self, step: int) -> dict:
-        """The batch of `step` assembled on the host and laid out on the mesh."""
-        reader = self.batch_reader()
-        return self.global_batch(reader(step), reader.columns)
-
     def streamed_batches(self, start: int, end: int):
         """The laid-out batches of steps start..end-1, read and decoded ahead by grain workers."""
         reader = self.batch_reader()
@@ -491,7 +486,9 @@ class Trainer:
             return lambda state, step: train_step(self.definition, state, data,
                                                   _global_array(self.indices(step), self.index_sharding))
         if isinstance(split, Split):
-            return lambda state, step: train_step_on_batch(self.definition, state, self.host_batch(step))
+            reader = self.batch_reader()
+            return lambda state, step: train_step_on_batch(self.definition, state,
+                                                           self.global_batch(reader(step), reader.columns))
         batches = self.streamed_batches(start, end)
 
         def streamed_step(state, step):
