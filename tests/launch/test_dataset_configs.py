@@ -57,21 +57,24 @@ def test_pascal_config_trains_in_memory_on_a_fixture_tree(tmp_path):
 
 
 def test_npz_arrays_train_and_bad_files_are_named(tmp_path):
+    # the kinds and widths of the PASCAL job's tasks, so that this job reuses its compiled step
     generator = np.random.default_rng(0)
     images = generator.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
     path = tmp_path / "arrays.npz"
-    np.savez(path, images=images, depth=generator.random((20, 8, 8, 1), np.float32), depth_kind="dense_regression",
-             depth_outputs=1, label=(images[:, 0, 0, 0] > 127).astype(np.int32), label_kind="classification",
-             label_outputs=2)
-    job = _job("synthetic.py", dataset=f"npz:{path}", tasks=("depth", "label"), costs=(3.0, 1.0))
+    np.savez(path, images=images, segmentation=generator.integers(-1, 21, (20, 8, 8)).astype(np.int32),
+             segmentation_kind="segmentation", segmentation_outputs=21,
+             classes=(generator.random((20, 20)) > 0.8).astype(np.float32), classes_kind="multilabel",
+             classes_outputs=20)
+    tasks = {"tasks": ("segmentation", "classes"), "costs": (10.0, 1.0)}
+    job = _job("synthetic.py", dataset=f"npz:{path}", **tasks)
     results = train_job.run(job, str(tmp_path / "work"), progress=False)
-    assert results["allocation"]["labels"] == {"depth": 16, "label": 16}  # 80 % of 20
+    assert results["allocation"]["labels"] == {"segmentation": 16, "classes": 16}  # 80 % of 20
     with pytest.raises(ConfigError, match=r"config.dataset: .*arrays.npz: task 'edge' needs entries \['edge', "
                                           r"'edge_kind', 'edge_outputs'\]"):
-        train_job.run(_job("synthetic.py", dataset=f"npz:{path}", tasks=("depth", "edge"), costs=(3.0, 1.0)),
+        train_job.run(_job("synthetic.py", dataset=f"npz:{path}", tasks=("classes", "edge"), costs=(3.0, 1.0)),
                       str(tmp_path / "w2"), progress=False)
     with pytest.raises(ConfigError, match=r"config.dataset: .*images are 8x8; set --config.image_size"):
-        train_job.run(_job("synthetic.py", dataset=f"npz:{path}", tasks=("depth",), costs=(3.0,), image_size=16),
-                      str(tmp_path / "w3"), progress=False)
+        train_job.run(_job("synthetic.py", dataset=f"npz:{path}", image_size=16, **tasks), str(tmp_path / "w3"),
+                      progress=False)
     with pytest.raises(ConfigError, match="config.dataset: no such file: '/nonexistent.npz'"):
         train_job.run(_job("synthetic.py", dataset="npz:/nonexistent.npz"), str(tmp_path / "w4"), progress=False)
