@@ -7,7 +7,7 @@ then only the columns of the global batch this process's devices hold (`process_
 index from the split. Evaluation: `split_batches(split, tasks, batch_size, workers)` yields
 consecutive batches of a split in order. With `workers=0` grain reads in threads of this process.
 
-NumPy only: everything here runs in grain's worker processes.
+No JAX computation here: the map functions run in grain's worker processes (they must pickle).
 """
 from __future__ import annotations
 

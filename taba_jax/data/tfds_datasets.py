@@ -123,7 +123,7 @@ class SourceSplit:
         unknown = [t for t in tasks if t not in self.kinds]
         if unknown:
             raise ValueError(f"split serves tasks {list(self.kinds)}, asked for {unknown}")
-        reader = self.readers.get(tasks) or self.readers[tuple(self.kinds)]
+        reader = self.readers[tasks] if tasks in self.readers else self.readers[tuple(self.kinds)]
         rows = self.rows[np.asarray(indices, np.int64)]
         batch = reader.batch(rows, size=(self.image_size, self.image_size))
         return (batch["image"].astype(np.float32),

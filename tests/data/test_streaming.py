@@ -118,7 +118,7 @@ def test_training_tabas_pilot_and_evaluation_never_read_the_pool_whole(tmp_path)
     config = _config(num_steps=3, checkpoint_every=3, log_every=3)
     problem = BudgetProblem(["segment", "depth"], [2.0, 1.0], len(dataset.train), 120.0)
     taba_config = TabaConfig(rho=0.3, affinity_every=1, affinity_start=0.0, affinity_batch_size=8,
-                             subset_fractions=(0.5,))
+                             gamma=(0.5, 0.5))  # the pilot training only (its affinity probe reads the pool too)
     allocation, _ = taba.run(problem, dataset, taba_config, config, 0, str(tmp_path / "taba"))
     results = train.train_and_evaluate(dataset, allocation.labeled_sets(), config, str(tmp_path / "run"),
                                        progress=False)
@@ -155,7 +155,7 @@ def test_tfds_source_splits_stream_through_grain_worker_processes(tmp_path):
         indices = trainer.indices(step)
         np.testing.assert_array_equal(np.asarray(batch["images"]), memory.train.images[indices])
         np.testing.assert_array_equal(np.asarray(batch["targets"]["depth"]), memory.train.targets["depth"][indices[1]])
-    params = trainer.train(progress=False).params
+    params = trainer.init_state().params
     streamed_metrics = train.evaluate(trainer.model, params, trainer.tasks, streamed.splits["test"], input_workers=2)
     memory_metrics = train.evaluate(trainer.model, params, trainer.tasks, memory.splits["test"])
     assert streamed_metrics == memory_metrics
