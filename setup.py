@@ -25,6 +25,7 @@ setuptools.setup(
         "importlib_resources",  # imported by TFDS, which declares it only for old Pythons
         "pillow",
         "scipy",  # .mat files of PASCAL-Context / PASCAL-Part
+        "grain>=0.2.18",  # streams data-source splits: decoding in worker processes, prefetching
     ],
     extras_require={
         # scikit-learn ships the real images (handwritten digits) of tests/test_learnability.py.

@@ -1,9 +1,14 @@
 # python launch/experiment.py --config=configs/experiment.py:geometry,quick --workdir=/tmp/taba_geometry
-"""TABA against the heuristics on one synthetic setting: every strategy x budget x seed.
+"""TABA against the heuristics on one setting: every strategy x budget x seed.
 
 The argument is `<setting>[,<preset>]`: settings below, presets `quick` (the default) and `full`.
 Every field (`taba_jax.config.ExperimentConfig`) can be overridden, e.g. `--config.tasks=segment,depth
---config.costs=10,3 --config.budgets=800,2000`, so a new setting needs no code.
+--config.costs=10,3 --config.budgets=800,2000`, so a new setting needs no code. The real-data
+settings (`taskonomy`, `pascal`) need `--config.manual_dir=<the downloaded files>` (README "Real
+datasets"):
+
+    python launch/experiment.py --config=configs/experiment.py:taskonomy --workdir=/tmp/taba_taskonomy \
+        --config.manual_dir=$HOME/data/taskonomy
 """
 from taba_jax import config as cfg
 
@@ -19,6 +24,20 @@ SETTINGS = {
     "weak": dict(tasks=("segment", "depth", "texture"), costs=(10.0, 3.0, 3.0),
                  quick=(1000.0, 3000.0), full=(1000.0, 3000.0, 8000.0)),
 }
+# Real datasets: the pool is the dataset's train split (Taskonomy: streamed, never in memory).
+REAL_SETTINGS = {
+    # the paper-style Taskonomy setting: four dense tasks of the tiny subset, segmentation priced 10/3
+    # of a geometry label; budgets buy the equivalent of 2 500 / 10 000 / 40 000 fully labeled views
+    "taskonomy": dict(tasks=("segment_semantic", "depth_zbuffer", "normal", "edge_texture"),
+                      costs=(10.0, 3.0, 3.0, 3.0), quick=(47_500.0, 190_000.0),
+                      full=(47_500.0, 190_000.0, 760_000.0),
+                      data=dict(dataset="taskonomy", taskonomy_subset="tiny", image_size=64)),
+    # PASCAL VOC 2012: segmentation masks against image-level class labels, 10 : 1 (1 464 train images)
+    "pascal": dict(tasks=("segmentation", "classes"), costs=(10.0, 1.0), quick=(1500.0, 5000.0),
+                   full=(1500.0, 5000.0, 10_000.0),
+                   data=dict(dataset="pascal_multitask", pascal_source="segmentation", image_size=64,
+                             in_memory=True)),
+}
 # The default recipe (TrainConfig(): 750 steps of 12 images per task, widths 16, 32, 64) learns every
 # task at 16 x 16 (docs/recipes/); `quick` trains 400 of those steps so that a setting's whole sweep
 # fits in about half an hour on a 2-core CPU, `full` runs the recipe as it is, with the oracle's grid.
@@ -28,17 +47,31 @@ PRESETS = {
     "full": dict(seeds=(0, 1, 2, 3, 4), num_images=1500, image_size=16, oracle_resolution=4,
                  train=cfg.TrainConfig(checkpoint_every=750, log_every=250)),
 }
+# Real data at 64 x 64 (untuned recipes, not run here: no real data is reachable from this machine).
+REAL_PRESETS = {
+    "quick": dict(seeds=(0, 1, 2), train=cfg.TrainConfig(num_steps=5000, batch_size=32, warmup_steps=250,
+                                                         learning_rate=2e-3, checkpoint_every=1000, log_every=100)),
+    "full": dict(seeds=(0, 1, 2, 3, 4), oracle_resolution=4,
+                 train=cfg.TrainConfig(num_steps=20_000, batch_size=32, warmup_steps=500, learning_rate=2e-3,
+                                       checkpoint_every=1000, log_every=100)),
+}
 
 
 def get_config(arg: str = "geometry"):
     setting, _, preset = arg.partition(",")
     preset = preset or "quick"
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; choose one of {sorted(SETTINGS)}")
+    if setting not in SETTINGS and setting not in REAL_SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; choose one of {sorted(SETTINGS) + sorted(REAL_SETTINGS)}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    s, p = SETTINGS[setting], PRESETS[preset]
+    real = setting in REAL_SETTINGS
+    s = REAL_SETTINGS[setting] if real else SETTINGS[setting]
+    p = REAL_PRESETS[preset] if real else PRESETS[preset]
+    data = dict(s.get("data", {}))
+    dataset = data.pop("dataset", "synthetic")
     oracle_budgets = s[preset][:1] if preset == "full" else ()  # the oracle at the smallest budget
-    return cfg.to_config_dict(cfg.ExperimentConfig(
+    config = cfg.to_config_dict(cfg.ExperimentConfig(
         setting=setting, preset=preset, tasks=s["tasks"], costs=s["costs"], budgets=s[preset],
-        oracle_budgets=oracle_budgets, **p))
+        oracle_budgets=oracle_budgets, **data, **p))
+    config.dataset = dataset  # set last: a TFDS dataset needs --config.manual_dir, which has no default
+    return config

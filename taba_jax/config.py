@@ -209,11 +209,15 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 25
     eval_batch_size: int = 256
+    # A train split not in memory (a TFDS dataset) is streamed through grain: worker processes that read
+    # and decode batches (0 = threads of the training process), each keeping this many batches ready.
+    input_workers: int = 2
+    prefetch_batches: int = 4
 
     def __post_init__(self):
         require_positive(self, "num_steps", "batch_size", "learning_rate", "blocks", "checkpoint_every", "log_every",
-                         "eval_batch_size")
-        require_positive(self, "warmup_steps", "weight_decay", allow_zero=True)
+                         "eval_batch_size", "prefetch_batches")
+        require_positive(self, "warmup_steps", "weight_decay", "input_workers", allow_zero=True)
         require(self.batching in BATCHINGS, "batching", f"must be one of {BATCHINGS}, got {self.batching!r}")
         require(len(self.widths) > 0 and all(w > 0 for w in self.widths), "widths",
                 f"must be positive channel counts, got {self.widths!r}")
@@ -359,25 +363,40 @@ class TabaConfig:
             task_values(getattr(self, name), num_tasks, name)
 
 
+TASKONOMY_SUBSETS = ("debug", "tiny", "medium", "full", "fullplus")
+PASCAL_SOURCES = ("segmentation", "main", "context")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataFields:
     """Which dataset (top-level fields of a job config)."""
 
-    dataset: str = "synthetic"  # the embedded synthetic scenes (no download), or a TFDS builder's name
+    # synthetic: the embedded scenes (no download); a TFDS builder's name (taskonomy, nyuv2_multitask,
+    # pascal_multitask); or npz:PATH, a user's arrays (taba_jax.data.arrays)
+    dataset: str = "synthetic"
     num_images: int = 3000  # synthetic: scenes generated, split train/validation/test = 80/10/10 %
     image_size: int = 32  # images (and dense targets) are brought to image_size x image_size
     data_seed: int = 0
     cache_data: bool = True  # keep the generated scenes in <workdir>/data_cache
     manual_dir: str | None = None  # TFDS datasets: the raw files you downloaded (docs/datasets.md)
     data_dir: str | None = None  # TFDS datasets: where the built dataset is written and read
+    in_memory: bool = False  # TFDS datasets: read every split into memory first (else streamed by index)
+    taskonomy_subset: str = "tiny"  # taskonomy: the release's building split train_val_test_<subset>.csv
+    pascal_source: str = "segmentation"  # pascal_multitask: segmentation (VOC), main (VOC) or context (PASCAL-MT)
 
     def __post_init__(self):
         from taba_jax.data.builders import DATASETS
-        choices = ("synthetic",) + tuple(DATASETS)
-        require(self.dataset in choices, "dataset", f"must be one of {choices}, got {self.dataset!r}")
-        if self.dataset != "synthetic":
+        choices = ("synthetic",) + tuple(DATASETS) + ("npz:PATH",)
+        require(self.dataset in choices or self.dataset.startswith("npz:"), "dataset",
+                f"must be one of {choices}, got {self.dataset!r}")
+        require(self.dataset != "npz:", "dataset", "npz: needs the file's path, e.g. npz:/data/arrays.npz")
+        if self.dataset in DATASETS:
             require(self.manual_dir is not None, "manual_dir", f"is required for dataset {self.dataset!r}: the "
                     "directory with the files you downloaded (see docs/datasets.md)")
+        require(self.taskonomy_subset in TASKONOMY_SUBSETS, "taskonomy_subset",
+                f"must be one of {TASKONOMY_SUBSETS}, got {self.taskonomy_subset!r}")
+        require(self.pascal_source in PASCAL_SOURCES, "pascal_source",
+                f"must be one of {PASCAL_SOURCES}, got {self.pascal_source!r}")
         require(self.num_images >= 10, "num_images", f"must be at least 10, got {self.num_images!r}")
         require(self.image_size >= 8, "image_size", f"must be at least 8, got {self.image_size!r}")
         require_positive(self, "data_seed", allow_zero=True)

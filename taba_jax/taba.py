@@ -193,7 +193,8 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
         hooks = [train.CallbackHook(probe, config.affinity_every)] if probe is not None and size == n else []
         params = trainer.train(progress=progress, hooks=hooks).params
         metrics = train.evaluate(trainer.model, params, tasks, dataset.splits["validation"],
-                                 train_config.eval_batch_size, with_loss=True)
+                                 train_config.eval_batch_size, with_loss=True,
+                                 input_workers=train_config.input_workers)
         losses[size] = [max(metrics[t]["loss"], 1e-12) for t in names]
         errors[size] = [max(primary_error(metrics[t]), 1e-6) for t in names]
     subset_sizes = sizes + [n]

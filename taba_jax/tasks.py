@@ -10,6 +10,7 @@
 | classification    | () int class, < 0 ignored     | cross-entropy        | accuracy (higher)     |
 | distribution      | (K,) class probabilities      | soft cross-entropy   | top1_accuracy (higher)|
 | regression        | (C,) float, NaN invalid       | L1                   | abs_error (lower)     |
+| segment_grouping  | (H, W) int segment, < 0 ign.  | pairwise same-segment BCE | pair_accuracy (higher) |
 
 Invalid targets (an unlabeled pixel, a depth sensor hole) are encoded in the target itself: a
 negative class id, or NaN in a float target. Losses and metrics skip them; an example's label
@@ -93,6 +94,7 @@ def _balanced_bce(logits, target, valid):
     weight_pos = jnp.clip((1 - positives) / jnp.maximum(positives, 1e-6), 1.0, 50.0)
     weights = jnp.where(target > 0.5, weight_pos, 1.0)
     normaliser = jax.lax.stop_gradient((weights * weight).sum() / jnp.maximum(weight.sum(), 1.0))
+    normaliser = jnp.where(weight.sum() > 0, normaliser, 1.0)  # a batch without a valid label: loss 0, not NaN
     return optax.sigmoid_binary_cross_entropy(logits, target) * weights / normaliser
 
 
@@ -232,6 +234,47 @@ class Multilabel(DenseBinary):
         """Each label's majority value over the split."""
         majority = np.nanmean(targets, axis=0) > 0.5
         return np.broadcast_to(np.where(majority, 10.0, -10.0), targets.shape).astype(np.float32)
+
+
+@register
+class SegmentGrouping(_ClassIds):
+    """Unsupervised segments (Taskonomy segment_unsup2d/25d): ids are arbitrary, only whether two
+    pixels share a segment counts, so the loss and metric are invariant to relabeling. The head
+    predicts a D-dim embedding per pixel; a pixel pair's logit is `PAIR_SCALE * cos(e_i, e_j)`,
+    trained by BCE against "same segment" over the pairs (pixel, pixel shifted by each of
+    `PAIR_OFFSETS`, wrapping around), a fixed sample of near and far pairs."""
+
+    name, dense, primary_metric, higher_is_better = "segment_grouping", True, "pair_accuracy", True
+    PAIR_OFFSETS: ClassVar[tuple[tuple[int, int], ...]] = ((0, 1), (1, 0), (0, 5), (5, 0), (7, 3), (3, -7))
+    PAIR_SCALE: ClassVar[float] = 5.0
+
+    def _pairs(self, prediction, target, valid):
+        """(same, logit, both valid) of every sampled pair, stacked on a leading offset axis."""
+        unit = _unit(prediction)
+        same, logits, both = [], [], []
+        for dy, dx in self.PAIR_OFFSETS:
+            shift = lambda a: jnp.roll(a, (dy, dx), axis=(1, 2))  # noqa: E731
+            same.append((target == shift(target)).astype(jnp.float32))
+            logits.append(self.PAIR_SCALE * (unit * shift(unit)).sum(-1))
+            both.append(valid & shift(valid))
+        return jnp.stack(same), jnp.stack(logits), jnp.stack(both)
+
+    def element_loss(self, prediction, target, valid):
+        same, logits, both = self._pairs(prediction, target, valid)
+        weight = both.astype(jnp.float32)
+        losses = optax.sigmoid_binary_cross_entropy(logits, same) * weight
+        return losses.sum(0) / jnp.maximum(weight.sum(0), 1.0)
+
+    def metric_sums(self, prediction, target, valid, outputs):
+        same, logits, both = self._pairs(prediction, target, valid)
+        return {"correct": _count(((logits > 0) == (same > 0.5)) & both), "pairs": _count(both)}
+
+    def finalize(self, s):
+        return {"pair_accuracy": float(s["correct"] / max(s["pairs"], 1.0))}
+
+    def trivial_prediction(self, targets, outputs):
+        """One embedding for every pixel: every pair predicted to share a segment."""
+        return np.ones(targets.shape + (outputs,), np.float32)
 
 
 @register

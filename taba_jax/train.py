@@ -11,7 +11,10 @@ divergence marker) and `train_step(definition, state, data, indices) -> (state, 
 once per `StepDefinition` (model, trained tasks, weights, batching): runs that differ only in
 learning rate, steps or data share one compilation. The in-memory train split lives on the devices
 and each step gathers its batch there from indices that are a pure function of (seed, step), so a
-resumed run continues the same data order and nothing waits on the host. Batches are sharded along
+resumed run continues the same data order and nothing waits on the host. A train split that is not
+in memory (a `RandomAccessSplit` such as a TFDS data source) is streamed: grain worker processes read
+and decode the same indices' images ahead of the step (`taba_jax.data.streaming`), and each process
+reads only the columns of the global batch its own devices hold. Batches are sharded along
 the `data` axis of a `jax.make_mesh` mesh, parameters replicated: the same code runs on one device
 or many, and across hosts after `jax.distributed.initialize()`.
 
@@ -39,7 +42,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from taba_jax import io_utils, rng
 from taba_jax.config import TrainConfig
-from taba_jax.data.dataset import MultiTaskDataset, Split
+from taba_jax.data import streaming
+from taba_jax.data.dataset import MultiTaskDataset, RandomAccessSplit, Split
 from taba_jax.errors import TrainingDivergedError
 from taba_jax.models import AdaShareNet, build_model, parameter_counts, shared_parameters
 from taba_jax.models.adashare import SELECT, PolicyLearning, discrete_policy
@@ -402,6 +406,19 @@ def _global_array(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
+def _from_process_columns(local: np.ndarray, columns: np.ndarray, batch_size: int, sharding: NamedSharding,
+                          axis: int) -> jax.Array:
+    """The global array whose batch `axis` (of `batch_size`) this process holds only at `columns`
+    (sorted): `local` has those columns in that order, and each device's shard is cut from it."""
+    shape = local.shape[:axis] + (batch_size,) + local.shape[axis + 1:]
+
+    def shard(index):
+        rows = np.arange(batch_size)[index[axis]]
+        return local[index[:axis] + (np.searchsorted(columns, rows),) + index[axis + 1:]]
+
+    return jax.make_array_from_callback(shape, sharding, shard)
+
+
 class Trainer:
     """Trains a multi-task model on the labeled images of each task; checkpoints with orbax and resumes.
 
@@ -456,7 +473,7 @@ class Trainer:
         """Fresh state (of this trainer's step definition and config, or the ones given) from the
         seed's `init` stream, replicated on the mesh."""
         definition, config = definition or self.definition, config or self.config
-        image_shape = tuple(self.dataset.train.images.shape[1:])
+        image_shape = tuple(self.dataset.train.image_shape)
         return _compiled_init(self.replicated)(definition, rng.jax_key(self.seed, "init"), image_shape,
                                                self._run_values(definition, config))
 
@@ -464,7 +481,7 @@ class Trainer:
                        config: TrainConfig | None = None) -> TrainState:
         """Shapes, dtypes and shardings of the state, without computing it (restore target)."""
         definition, config = definition or self.definition, config or self.config
-        image_shape = tuple(self.dataset.train.images.shape[1:])
+        image_shape = tuple(self.dataset.train.image_shape)
         shapes = jax.eval_shape(lambda key, values: _init_state(definition, key, image_shape, values),
                                 rng.jax_key(self.seed, "init"), self._run_values(definition, config))
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), shapes)
@@ -483,31 +500,58 @@ class Trainer:
     def indices(self, step: int) -> np.ndarray:
         return sample_batch_indices(self.labeled, self.config.batch_size, self.seed, step, self.config.batching)
 
-    def host_batch(self, step: int) -> dict:
-        """The batch of `step` assembled on the host and laid out on the mesh (for large splits)."""
-        indices = self.indices(step)
-        split, batching = self.dataset.train, self.config.batching
-        batch = {"images": split.images[indices], "masks": {}}
-        if batching == "joint":
-            batch["targets"] = {t.name: split.targets[t.name][indices[0]] for t in self.tasks}
-            batch["masks"] = {t.name: np.isin(indices[0], self.labeled[t.name]).astype(np.float32)
-                              for t in self.tasks}
-        else:
-            batch["targets"] = {t.name: split.targets[t.name][indices[g]] for g, t in enumerate(self.tasks)}
-        sharding = {"images": self.index_sharding, "targets": NamedSharding(self.mesh, P("data")),
-                    "masks": NamedSharding(self.mesh, P("data"))}
-        return {k: jax.tree.map(lambda a: _global_array(a, sharding[k]), v) for k, v in batch.items()}
+    def batch_reader(self) -> streaming.StepBatchReader:
+        """step -> this process's columns of the step's batch, read from the train split on the host."""
+        indices_of_step = functools.partial(sample_batch_indices, self.labeled, self.config.batch_size, self.seed,
+                                            batching=self.config.batching)
+        groups = 1 if self.config.batching == "joint" else len(self.tasks)
+        index_map = self.index_sharding.addressable_devices_indices_map((groups, self.config.batch_size))
+        return streaming.StepBatchReader(self.dataset.train, tuple(t.name for t in self.tasks), self.labeled,
+                                         self.config.batching, indices_of_step,
+                                         streaming.process_columns(index_map, self.config.batch_size))
 
-    def _step_function(self, definition: StepDefinition, step_offset: int):
-        """step(state, step_number) -> (state, metrics), on device-resident data when it fits; the
-        batch of a step is that of `step_offset + step_number` (AdaShare's re-training continues the
-        data order of its policy phase)."""
+    def global_batch(self, local: dict, columns: np.ndarray) -> dict:
+        """A host batch holding only `columns` of the global batch laid out on the mesh; each process
+        gives the columns its devices hold."""
+        shapes = {"images": (self.index_sharding, 1), "targets": (NamedSharding(self.mesh, P("data")), 0),
+                  "masks": (NamedSharding(self.mesh, P("data")), 0)}
+        return {key: jax.tree.map(lambda a: _from_process_columns(a, columns, self.config.batch_size, *shapes[key]),
+                                  local[key]) for key in shapes}
+
+    def streamed_batches(self, start: int, end: int):
+        """The laid-out batches of steps start..end-1, read and decoded ahead by grain workers."""
+        reader = self.batch_reader()
+        batches = streaming.step_batches(reader, start, end, self.config.input_workers, self.config.prefetch_batches)
+        for step in range(start, end):
+            local = next(batches)
+            got = int(local.pop("step"))
+            if got != step:
+                raise RuntimeError(f"input pipeline out of order: expected step {step}, got {got}")
+            yield self.global_batch(local, reader.columns)
+        batches.close()  # stops the workers; a run stopped early stops them when the generator is dropped
+
+    def _step_function(self, definition: StepDefinition, start: int, end: int, step_offset: int = 0):
+        """step(state, step_number) -> (state, metrics) for the steps start..end-1: on device-resident
+        data when the split is in memory and fits, else on host batches (streamed through grain
+        unless the split is in memory). The batch of a step is that of `step_offset + step_number`
+        (AdaShare's re-training continues the data order of its policy phase)."""
         split = self.dataset.train
-        if split.nbytes <= DEVICE_DATA_LIMIT_BYTES:
+        if isinstance(split, Split) and split.nbytes <= DEVICE_DATA_LIMIT_BYTES:
             data = self._device_data(split)
             return lambda state, step: train_step(definition, state, data,
                                                   _global_array(self.indices(step_offset + step), self.index_sharding))
-        return lambda state, step: train_step_on_batch(definition, state, self.host_batch(step_offset + step))
+        if isinstance(split, Split):
+            reader = self.batch_reader()
+            return lambda state, step: train_step_on_batch(
+                definition, state, self.global_batch(reader(step_offset + step), reader.columns))
+        batches = self.streamed_batches(step_offset + start, step_offset + end)
+
+        def streamed_step(state, step):
+            result = train_step_on_batch(definition, state, next(batches))
+            if step == end - 1:
+                batches.close()
+            return result
+        return streamed_step
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -575,7 +619,7 @@ class Trainer:
         all_hooks = [checkpoints, ProgressHook(start, config.num_steps, progress and lead), *hooks]
         if lead:
             all_hooks.insert(1, ScalarsHook(workdir, config.log_every))
-        step_fn = self._step_function(definition, step_offset)
+        step_fn = self._step_function(definition, start, end, step_offset)
         values = {}
         try:
             for step in range(start, end):
@@ -619,20 +663,28 @@ def _batch_sums(model, tasks: tuple[TaskSpec, ...], with_loss: bool, params, ima
     return sums
 
 
-def evaluate(model, params, tasks: Sequence[TaskSpec], split: Split, batch_size: int = 256,
-             with_loss: bool = False) -> dict:
+BASELINE_EXAMPLES = 4096  # the trivial baselines are computed on the first this many examples of a split
+
+
+def evaluate(model, params, tasks: Sequence[TaskSpec], split: RandomAccessSplit, batch_size: int = 256,
+             with_loss: bool = False, input_workers: int = 0) -> dict:
     """Per-task metrics on a split, each task's primary metric under "primary", and the same
-    metric of the task's trivial baseline (e.g. all-background mIoU) under "baseline"; with
-    `with_loss`, also the task's mean training loss under "loss" (from the same forward passes)."""
-    total = None
-    for start in range(0, len(split), batch_size):
-        images, targets = split.batch(slice(start, start + batch_size), [t.name for t in tasks])
+    metric of the task's trivial baseline (e.g. all-background mIoU, on the first
+    `BASELINE_EXAMPLES` examples) under "baseline"; with `with_loss`, also the task's mean training
+    loss under "loss" (from the same forward passes). A split not in memory is read through grain
+    with `input_workers` worker processes."""
+    total, baseline_targets, seen = None, {t.name: [] for t in tasks}, 0
+    for images, targets in streaming.split_batches(split, [t.name for t in tasks], batch_size, input_workers):
         batch = jax.device_get(_batch_sums(model, tuple(tasks), with_loss, params, images, targets))
         total = batch if total is None else jax.tree.map(np.add, total, batch)
+        if seen < BASELINE_EXAMPLES:
+            for name, target in targets.items():
+                baseline_targets[name].append(target[:BASELINE_EXAMPLES - seen])
+            seen += len(images)
     metrics = {}
     for task in tasks:
         values = task.finalize_metrics(total["metrics"][task.name])
-        baseline = task.baseline_metrics(split.targets[task.name])[task.primary_metric]
+        baseline = task.baseline_metrics(np.concatenate(baseline_targets[task.name]))[task.primary_metric]
         metrics[task.name] = {**values, "primary": values[task.primary_metric], "primary_metric": task.primary_metric,
                               "higher_is_better": task.higher_is_better, "baseline": baseline}
         if with_loss:
@@ -656,7 +708,7 @@ def _train_and_evaluate_network(dataset: MultiTaskDataset, labeled: Mapping[str,
     trainer = Trainer(dataset, labeled, config, workdir, seed, tasks=tasks)
     result = trainer.train(progress=progress)
     metrics = evaluate(trainer.model, result.params, trainer.all_tasks, dataset.splits["test"],
-                       config.eval_batch_size)
+                       config.eval_batch_size, input_workers=config.input_workers)
     for name in result.untrained_tasks:
         metrics[name]["untrained"] = True
     results = {"metrics": metrics, "trained_tasks": result.trained_tasks, "untrained_tasks": result.untrained_tasks,

@@ -86,26 +86,52 @@ def load_reference(path: str, tasks: list[str], field: str = "config.reference")
     return reference
 
 
+NPZ_PREFIX = "npz:"
+
+
+def dataset_options(config) -> dict:
+    """The builder options a job config gives its TFDS dataset (Taskonomy: only the job's domains)."""
+    if config.dataset == "taskonomy":
+        return {"subset": config.taskonomy_subset, "domains": list(config.tasks)}
+    if config.dataset == "pascal_multitask":
+        return {"source": config.pascal_source}
+    return {}
+
+
 def load_dataset(config, workdir: str) -> MultiTaskDataset:
-    """The dataset a job config names, restricted to its tasks: the synthetic scenes, or a TFDS
-    dataset built from `config.manual_dir` on first use and held in memory."""
+    """The dataset a job config names, restricted to its tasks: the synthetic scenes, a user's
+    arrays (npz:PATH), or a TFDS dataset built from `config.manual_dir` on first use, read by index
+    (streamed while training) or, with `config.in_memory`, loaded whole."""
     if config.dataset == "synthetic":
         return synthetic.synthetic_dataset(config.num_images, config.image_size, config.data_seed,
                                            tasks=config.tasks,
                                            cache_dir=os.path.join(workdir, "data_cache") if config.cache_data else None)
+    if config.dataset.startswith(NPZ_PREFIX):
+        from taba_jax.data import arrays
+        try:
+            return arrays.load_npz(config.dataset[len(NPZ_PREFIX):], config.tasks, config.image_size,
+                                   seed=config.data_seed)
+        except arrays.ArraysError as e:
+            raise ConfigError("config.dataset", str(e)) from None
     from taba_jax.data import tfds_datasets
     from taba_jax.data.builders.common import DataError
     data_dir = config.data_dir or os.path.join(workdir, "tfds")
     try:
-        built = tfds_datasets.build(config.dataset, config.manual_dir, data_dir)
-        return tfds_datasets.to_memory(built, config.tasks, config.image_size, seed=config.data_seed)
+        built = tfds_datasets.build(config.dataset, config.manual_dir, data_dir, **dataset_options(config))
+        load = tfds_datasets.to_memory if config.in_memory else tfds_datasets.open_splits
+        return load(built, config.tasks, config.image_size, seed=config.data_seed)
     except (DataError, ValueError) as e:
         raise ConfigError("config.dataset", f"{config.dataset}: {e}") from None
 
 
 def check_tasks(config) -> list[TaskSpec] | None:
     """The task specs of the job's tasks where they are known before any data is read (the
-    synthetic scenes); None for a TFDS dataset (its tasks are checked when it is built)."""
+    synthetic scenes); None for a user's arrays or a TFDS dataset (checked when read or built)."""
+    if config.dataset.startswith(NPZ_PREFIX):
+        path = config.dataset[len(NPZ_PREFIX):]
+        if not os.path.isfile(os.path.expanduser(path)):
+            raise ConfigError("config.dataset", f"no such file: {path!r}")
+        return None
     if config.dataset != "synthetic":
         if not os.path.isdir(config.manual_dir):
             raise ConfigError("config.manual_dir", f"no such directory: {config.manual_dir!r}")

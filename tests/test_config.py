@@ -157,6 +157,43 @@ def test_config_files_parse_and_hold_tuples(name, cls, args):
         assert f.readline().startswith("# python launch/")
 
 
+@pytest.mark.parametrize("name, cls, args, dataset", [
+    ("taskonomy", cfg.TrainJobConfig, (), "taskonomy"), ("pascal", cfg.TrainJobConfig, (), "pascal_multitask"),
+    ("experiment", cfg.ExperimentConfig, ("taskonomy",), "taskonomy"),
+    ("experiment", cfg.ExperimentConfig, ("pascal,full",), "pascal_multitask"),
+])
+def test_real_data_config_files_parse_once_given_the_manual_dir(name, cls, args, dataset):
+    config = load_config_file(name, *args)
+    with pytest.raises(ConfigError, match=f"config.manual_dir: is required for dataset '{dataset}'"):
+        cfg.parse(cls, config)
+    config.manual_dir = "/data/raw"
+    parsed = cfg.parse(cls, config)
+    assert parsed.dataset == dataset and parsed.image_size == 64 and len(parsed.costs) == len(parsed.tasks)
+    assert isinstance(config.tasks, tuple) and isinstance(config.costs, tuple)
+    with open(os.path.join(ROOT, "configs", f"{name}.py")) as f:
+        assert f.readline().startswith("# python launch/")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("dataset", "imagenet", "config.dataset: must be one of ('synthetic', 'taskonomy', 'nyuv2_multitask', "
+                            "'pascal_multitask', 'npz:PATH'), got 'imagenet'"),
+    ("dataset", "npz:", "config.dataset: npz: needs the file's path, e.g. npz:/data/arrays.npz"),
+    ("taskonomy_subset", "huge", "config.taskonomy_subset: must be one of ('debug', 'tiny', 'medium', 'full', "
+                                 "'fullplus'), got 'huge'"),
+    ("pascal_source", "coco", "config.pascal_source: must be one of ('segmentation', 'main', 'context'), got 'coco'"),
+    ("train__input_workers", -1, "config.train.input_workers: must be non-negative, got -1"),
+    ("train__prefetch_batches", 0, "config.train.prefetch_batches: must be positive, got 0"),
+])
+def test_bad_data_fields_are_named(field, value, message):
+    with pytest.raises(ConfigError) as error:
+        parse_train_job(**{field: value})
+    assert message in str(error.value)
+
+
+def test_npz_dataset_needs_no_manual_dir():
+    assert parse_train_job(dataset="npz:/data/arrays.npz").dataset == "npz:/data/arrays.npz"
+
+
 def test_allocate_job_with_taba_needs_known_parameters():
     config = cfg.to_config_dict(cfg.AllocateJobConfig(strategy="equal_budget"))
     config.strategy = "taba"

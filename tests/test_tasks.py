@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from taba_jax import tasks
 from taba_jax.tasks import TaskSpec, delta_m
 
 
@@ -132,3 +133,32 @@ def test_distribution_kind_soft_cross_entropy_and_top1():
 
 def entropy_of(p):
     return float(-(p * jnp.log(p)).sum())
+
+
+class _OnePairOffset(tasks.SegmentGrouping):
+    PAIR_OFFSETS = ((0, 1),)  # each pixel paired with its left neighbour (wrapping), for a hand-worked case
+
+
+def test_segment_grouping_pairwise_loss_and_accuracy_by_hand():
+    kind = _OnePairOffset()
+    target = jnp.array([[[0, 0, 1]]])  # one image of 1 x 3 pixels: segments {0, 1} and {2}
+    valid = jnp.ones((1, 1, 3), bool)
+    # pairs (pixel j, pixel j - 1 wrapped): (0, 2) different, (1, 0) same, (2, 1) different
+    right = jnp.array([[[[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]]]])  # cosines -1, 1, -1: all pairs right
+    small = np.log1p(np.exp(-5.0))  # BCE of a right pair at |logit| = PAIR_SCALE = 5
+    np.testing.assert_allclose(kind.element_loss(right, target, valid), [[[small, small, small]]], rtol=1e-5)
+    assert kind.finalize(jax.device_get(kind.metric_sums(right, target, valid, 2))) == {"pair_accuracy": 1.0}
+    relabeled = jnp.array([[[7, 7, 3]]])  # only equality counts
+    np.testing.assert_allclose(kind.element_loss(right, relabeled, valid), kind.element_loss(right, target, valid))
+    one_group = jnp.ones((1, 1, 3, 2))  # every pair predicted the same segment: 1 of 3 right
+    np.testing.assert_allclose(kind.element_loss(one_group, target, valid),
+                               [[[5 + small, small, 5 + small]]], rtol=1e-5)
+    assert kind.finalize(jax.device_get(kind.metric_sums(one_group, target, valid, 2)))["pair_accuracy"] == \
+        pytest.approx(1 / 3)
+    # pixel 2 unlabeled: only the pair (1, 0) is left
+    sums = jax.device_get(kind.metric_sums(one_group, jnp.array([[[0, 0, -1]]]), jnp.array([[[True, True, False]]]), 2))
+    assert (sums["correct"], sums["pairs"]) == (1.0, 1.0)
+    spec = tasks.TaskSpec("segment_unsup2d", "segment_grouping", 2)
+    assert spec.baseline_metrics(np.array([[[0, 0, 1]]]))["pair_accuracy"] == pytest.approx(
+        spec.finalize_metrics(jax.device_get(spec.metric_sums(one_group, target)))["pair_accuracy"])
+    np.testing.assert_allclose(spec.loss(right, target), spec.loss(right, relabeled))

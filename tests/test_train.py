@@ -160,16 +160,22 @@ def test_hooks_run_when_due():
 
 
 def test_four_devices_match_one_device(dataset, tmp_path):
+    """Device-resident data and host batches (each device's shard cut from the process's columns)."""
     script = textwrap.dedent(f"""
         import sys, numpy as np, jax
         sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
         from test_train import tiny_config, labeled_sets
+        from taba_jax import train
         from taba_jax.data.synthetic import synthetic_dataset
         from taba_jax.train import Trainer
         dataset = synthetic_dataset(120, 16, seed=0)
         result = Trainer(dataset, labeled_sets(dataset), tiny_config(num_steps=2), sys.argv[1]).train(progress=False)
         np.savez(sys.argv[2], **{{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(result.params))}},
                  **{{"loss_" + k: v for k, v in result.final_losses.items()}})
+        train.DEVICE_DATA_LIMIT_BYTES = 0
+        host = Trainer(dataset, labeled_sets(dataset), tiny_config(num_steps=2), sys.argv[1] + "h").train(progress=False)
+        np.savez(sys.argv[2] + ".host.npz", **{{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(host.params))}},
+                 **{{"loss_" + k: v for k, v in host.final_losses.items()}})
         print(jax.device_count())
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
@@ -186,6 +192,9 @@ def test_four_devices_match_one_device(dataset, tmp_path):
     assert one.keys() == four.keys()
     for key in one:
         np.testing.assert_allclose(one[key], four[key], rtol=1e-4, atol=1e-5)
+    four_host = dict(np.load(tmp_path / "4.npz.host.npz"))
+    for key in one:
+        np.testing.assert_allclose(one[key], four_host[key], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad"])

@@ -3,10 +3,16 @@
 The train split is the unlabeled pool an allocation buys labels in; validation serves TABA's
 learning curves, test the reported metrics. Invalid targets are encoded in the arrays themselves
 (see `taba_jax.tasks`).
+
+A split is anything with the `RandomAccessSplit` interface: its size, its image shape, and the images
+and targets at given indices. `Split` holds arrays in memory (the synthetic scenes, a user's arrays);
+`taba_jax.data.tfds_datasets.SourceSplit` reads a TFDS ArrayRecord data source by index, so a pool of
+millions of images is never in memory. The trainer, TABA and the evaluation read splits only through it.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -14,6 +20,22 @@ from taba_jax import rng
 from taba_jax.tasks import TaskSpec
 
 SPLITS = ("train", "validation", "test")
+
+
+class RandomAccessSplit(Protocol):
+    """One split read by index: the only way the trainer, TABA and the evaluation read images."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image the split serves."""
+
+    def batch(self, indices: np.ndarray, tasks: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Images (B, H, W, C) float32 and the targets of `tasks` at `indices` (invalid entries -1/NaN)."""
+
+    def select_tasks(self, names: Sequence[str]) -> "RandomAccessSplit":
+        """The same split serving only the tasks `names`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +49,19 @@ class Split:
         return len(self.images)
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    @property
     def nbytes(self) -> int:
         return self.images.nbytes + sum(t.nbytes for t in self.targets.values())
 
     def batch(self, indices: np.ndarray, tasks) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Images and the targets of `tasks` (names) at `indices`."""
         return self.images[indices], {t: self.targets[t][indices] for t in tasks}
+
+    def select_tasks(self, names) -> "Split":
+        return Split(self.images, {n: self.targets[n] for n in names})
 
 
 def split_sizes(num_images: int, validation_fraction: float = 0.1, test_fraction: float = 0.1) -> dict[str, int]:
@@ -51,7 +80,7 @@ class MultiTaskDataset:
     """A multi-task dataset: the task specifications and the splits."""
 
     tasks: tuple[TaskSpec, ...]
-    splits: dict[str, Split]
+    splits: dict[str, RandomAccessSplit]
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, targets: dict[str, np.ndarray], tasks: list[TaskSpec], *,
@@ -80,7 +109,7 @@ class MultiTaskDataset:
         return [t.name for t in self.tasks]
 
     @property
-    def train(self) -> Split:
+    def train(self) -> RandomAccessSplit:
         return self.splits["train"]
 
     def task_specs(self, names) -> list[TaskSpec]:
@@ -93,5 +122,4 @@ class MultiTaskDataset:
 
     def select_tasks(self, names) -> "MultiTaskDataset":
         tasks = self.task_specs(names)
-        splits = {k: Split(s.images, {n: s.targets[n] for n in names}) for k, s in self.splits.items()}
-        return MultiTaskDataset(tuple(tasks), splits)
+        return MultiTaskDataset(tuple(tasks), {k: s.select_tasks(names) for k, s in self.splits.items()})

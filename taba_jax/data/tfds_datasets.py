@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+from typing import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -87,7 +88,7 @@ def build(name: str, manual_dir, data_dir, **options) -> BuiltDataset:
 def _encode_invalid(target: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarray:
     """A reader's (target, mask) as one array in the encoding of `taba_jax.tasks`: masked class ids
     become -1, masked float values NaN (a per-class multilabel mask invalidates its example)."""
-    if kind == "segmentation":
+    if kind in ("segmentation", "segment_grouping"):
         return np.where(mask, target, -1).astype(np.int32)
     mask = np.asarray(mask, bool)
     if kind == "multilabel":
@@ -96,11 +97,51 @@ def _encode_invalid(target: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarr
     return np.where(mask, target, np.nan).astype(np.float32)
 
 
-def to_memory(dataset: BuiltDataset, tasks, image_size: int, validation_fraction: float = 0.1,
-              seed: int = 0) -> MultiTaskDataset:
-    """The whole built dataset in memory as a MultiTaskDataset (images resized to image_size²),
-    for datasets that fit (NYUv2, PASCAL); its train split is the pool an allocation buys labels in.
-    A dataset without a validation split gets one carved from train with the seed's `split` stream."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class SourceSplit:
+    """One split of a built dataset read by index (a `RandomAccessSplit`): examples are decoded,
+    brought to `image_size`², and their invalid targets encoded as -1/NaN when asked for. Only the
+    examples asked for are read; picklable, so grain worker processes read it in parallel.
+
+    `readers` maps a tuple of task names to a reader of those tasks (one per task and one of all:
+    a per-task batch decodes only its task's label); `rows` are the readers' records in this split."""
+
+    readers: Mapping[tuple[str, ...], SplitReader]
+    kinds: Mapping[str, str]
+    image_size: int
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, 3)
+
+    def batch(self, indices, tasks) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        tasks = tuple(tasks)
+        unknown = [t for t in tasks if t not in self.kinds]
+        if unknown:
+            raise ValueError(f"split serves tasks {list(self.kinds)}, asked for {unknown}")
+        reader = self.readers[tasks] if tasks in self.readers else self.readers[tuple(self.kinds)]
+        rows = self.rows[np.asarray(indices, np.int64)]
+        batch = reader.batch(rows, size=(self.image_size, self.image_size))
+        return (batch["image"].astype(np.float32),
+                {t: _encode_invalid(batch[t], batch[f"{t}_mask"], self.kinds[t]) for t in tasks})
+
+    def select_tasks(self, names) -> "SourceSplit":
+        names = tuple(names)
+        readers = {k: r for k, r in self.readers.items() if set(k) <= set(names)}
+        readers.setdefault(names, self.readers[tuple(self.kinds)])  # decodes more tasks, returns these
+        return SourceSplit(readers, {n: self.kinds[n] for n in names}, self.image_size, self.rows)
+
+
+def open_splits(dataset: BuiltDataset, tasks, image_size: int, validation_fraction: float = 0.1,
+                seed: int = 0) -> MultiTaskDataset:
+    """The built dataset as a MultiTaskDataset of `SourceSplit`s read by index (nothing is loaded):
+    its train split is the pool an allocation buys labels in. A dataset without a test split (PASCAL
+    VOC) is tested on its validation split; one without a validation split (then) gets one carved
+    from train with the seed's `split` stream."""
     targets = dataset.targets
     unknown = [t for t in tasks if t not in targets]
     if unknown:
@@ -109,18 +150,30 @@ def to_memory(dataset: BuiltDataset, tasks, image_size: int, validation_fraction
     if unsupported:
         raise ValueError(f"tasks {unsupported} of kind {[targets[t].kind for t in unsupported]} cannot be trained yet")
     specs = [TaskSpec(t, targets[t].kind, targets[t].outputs) for t in tasks]
+    kinds = {t: targets[t].kind for t in tasks}
 
-    def read(split):
-        reader = dataset.reader(split, list(tasks))
-        batch = reader.batch(range(len(reader)), size=(image_size, image_size))
-        return Split(batch["image"].astype(np.float32),
-                     {t: _encode_invalid(batch[t], batch[f"{t}_mask"], targets[t].kind) for t in tasks})
+    def split(name, rows=None):
+        readers = {(t,): dataset.reader(name, [t]) for t in tasks}
+        readers[tuple(tasks)] = dataset.reader(name, list(tasks))
+        rows = np.arange(dataset.splits[name]) if rows is None else rows
+        return SourceSplit(readers, kinds, image_size, rows)
 
-    splits = {name: read(name) for name in ("train", "validation", "test") if name in dataset.splits}
+    splits = {name: split(name) for name in ("train", "validation", "test") if name in dataset.splits}
+    if "test" not in splits:
+        splits["test"] = splits.pop("validation")
     if "validation" not in splits:
-        train = splits["train"]
-        order = rng.numpy_rng(seed, "split").permutation(len(train))
-        count = max(1, int(round(validation_fraction * len(train))))
-        pick = lambda idx: Split(train.images[idx], {t: v[idx] for t, v in train.targets.items()})  # noqa: E731
-        splits["validation"], splits["train"] = pick(np.sort(order[:count])), pick(np.sort(order[count:]))
+        size = dataset.splits["train"]
+        order = rng.numpy_rng(seed, "split").permutation(size)
+        count = max(1, int(round(validation_fraction * size)))
+        splits["validation"] = split("train", np.sort(order[:count]))
+        splits["train"] = split("train", np.sort(order[count:]))
     return MultiTaskDataset(tuple(specs), splits)
+
+
+def to_memory(dataset: BuiltDataset, tasks, image_size: int, validation_fraction: float = 0.1,
+              seed: int = 0) -> MultiTaskDataset:
+    """`open_splits`, then every split read into memory (for datasets that fit, e.g. NYUv2, PASCAL):
+    training then gathers its batches on the devices."""
+    streamed = open_splits(dataset, tasks, image_size, validation_fraction, seed)
+    splits = {name: Split(*split.batch(np.arange(len(split)), list(tasks))) for name, split in streamed.splits.items()}
+    return MultiTaskDataset(streamed.tasks, splits)

@@ -72,3 +72,13 @@ def test_mtan_trains_on_partial_labels_and_reports_its_parameter_counts(tmp_path
     counts = parameter_counts(result.params)
     assert counts["shared"] + counts["task_specific"] == counts["total"] == sum(
         leaf.size for leaf in jax.tree.leaves(result.params))
+
+
+def test_head_groups_run_each_task_branch_on_its_group_only():
+    model = MTAN(tuple(task_specs(["segment", "classify"])), widths=(8,))
+    images = np.random.default_rng(1).random((4, 8, 8, 3), np.float32)  # 2 groups of 2 images
+    params = random_params(model, images)
+    whole = model.apply(params, images)
+    grouped = model.apply(params, images, {"classify": 1, "segment": 0})
+    np.testing.assert_allclose(grouped["segment"], whole["segment"][:2], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grouped["classify"], whole["classify"][2:], rtol=1e-4, atol=1e-5)
