@@ -68,7 +68,8 @@ def test_launcher_prints_one_line_errors_and_a_traceback_only_when_verbose(tmp_p
 @pytest.mark.parametrize("args, message", [
     (["--config.train.num_steps=0"], "config.train.num_steps: must be positive, got 0"),
     (["--config.train.learning_rate=nan"], "config.train.learning_rate: must be a finite number, got nan"),
-    (["--config.train.lr=0.1"], "--config.train.lr: config.train has no field 'lr'; fields: batch_size,"),
+    (["--config.train.lr=0.1"],
+     "--config.train.lr: config.train has no field 'lr'; fields: adashare_curriculum_fraction,"),
     (["--config.trian.num_steps=3"], "--config.trian.num_steps: config has no field 'trian'; did you mean 'train'?"),
     (["--config.tasks=segment,depth"], "config.costs: needs one cost per task (2: segment, depth), got (10.0, 3.0, 3.0, 3.0)"),
     (["--config.tasks=segment,sky", "--config.costs=10,3"], "config.tasks: unknown synthetic tasks ['sky']"),
