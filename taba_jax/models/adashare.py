@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from taba_jax.models.hard_sharing import HEADS, TaskHeads, pool_stages, upsample_to
-from taba_jax.tasks import TaskSpec
+from taba_jax.models.hard_sharing import HEADS, EncoderDecoderFields, TaskHeads, pool_stages, upsample_to
 
 SELECT, SKIP = 0, 1  # the two choices of a block, in the logits' last axis
 
@@ -84,12 +83,8 @@ class SelectOrSkipBackbone(nn.Module):
         return jnp.concatenate([x, images], axis=-1), pooled
 
 
-class AdaShareNet(nn.Module):
+class AdaShareNet(EncoderDecoderFields):
     """Select-or-skip encoder-decoder (`backbone`, shared) with one head per task under `heads`."""
-
-    tasks: Sequence[TaskSpec]
-    widths: Sequence[int] = (16, 32, 64)
-    blocks: int = 1
     policy: tuple[tuple[bool, ...], ...] | None = None  # per task (model order), per block: selected
 
     @property

@@ -126,12 +126,17 @@ def upsample_to(x: jax.Array, like: jax.Array) -> jax.Array:
     return jax.image.resize(x, (x.shape[0], like.shape[1], like.shape[2], x.shape[3]), "nearest")
 
 
-class MultiTaskNet(nn.Module):
-    """Shared encoder-decoder with `len(widths)` resolution stages and `blocks` residual blocks each."""
+class EncoderDecoderFields(nn.Module):
+    """The fields every architecture shares: its tasks and the encoder-decoder's shape
+    (`len(widths)` resolution stages, `blocks` residual blocks each)."""
 
     tasks: Sequence[TaskSpec]
     widths: Sequence[int] = (16, 32, 64)
     blocks: int = 1
+
+
+class MultiTaskNet(EncoderDecoderFields):
+    """Shared encoder-decoder with one head per task under `heads`."""
 
     @nn.compact
     def __call__(self, images: jax.Array, head_groups: Mapping[str, int] | None = None) -> dict[str, jax.Array]:

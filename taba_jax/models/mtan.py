@@ -21,8 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from taba_jax.models.hard_sharing import (HEADS, DenseHead, ImageHead, grouped_tasks, pool_stages, shared_trunk,
-                                          upsample_to)
+from taba_jax.models.hard_sharing import (HEADS, DenseHead, EncoderDecoderFields, ImageHead, grouped_tasks,
+                                          pool_stages, shared_trunk, upsample_to)
 from taba_jax.tasks import TaskSpec
 
 
@@ -73,12 +73,8 @@ class TaskAttentionBranch(nn.Module):
         return ImageHead(self.image_width, self.task.outputs)(pool_stages(attended[:len(encoder_stages)]))
 
 
-class MTAN(nn.Module):
+class MTAN(EncoderDecoderFields):
     """Shared encoder-decoder (as MultiTaskNet) with a soft-attention branch per task under `heads`."""
-
-    tasks: Sequence[TaskSpec]
-    widths: Sequence[int] = (16, 32, 64)
-    blocks: int = 1
 
     @nn.compact
     def __call__(self, images: jax.Array, head_groups: Mapping[str, int] | None = None) -> dict[str, jax.Array]:
