@@ -38,6 +38,14 @@ REAL_SETTINGS = {
                    data=dict(dataset="pascal_multitask", pascal_source="segmentation", image_size=64,
                              in_memory=True)),
 }
+# TABA variants beside plain `taba` (METHOD.md's single greedy on the pilot's estimate), each run as
+# strategy "taba:<name>" (README "TABA in rounds"): spending the budget in three rounds, refitting
+# the learning curves on the labels reached, and maximizing the predicted Delta_m instead of the
+# mean relative loss reduction.
+TABA_VARIANTS = {
+    "rounds3_delta_m": {"rounds": 3, "curve_fit": "metric", "objective": "delta_m"},
+    "delta_m": {"curve_fit": "metric", "objective": "delta_m"},
+}
 # The default recipe (TrainConfig(): 750 steps of 12 images per task, widths 16, 32, 64) learns every
 # task at 16 x 16 (docs/recipes/); `quick` trains 400 of those steps so that a setting's whole sweep
 # fits in about half an hour on a 2-core CPU, `full` runs the recipe as it is, with the oracle's grid.
@@ -72,6 +80,6 @@ def get_config(arg: str = "geometry"):
     oracle_budgets = s[preset][:1] if preset == "full" else ()  # the oracle at the smallest budget
     config = cfg.to_config_dict(cfg.ExperimentConfig(
         setting=setting, preset=preset, tasks=s["tasks"], costs=s["costs"], budgets=s[preset],
-        oracle_budgets=oracle_budgets, **data, **p))
+        oracle_budgets=oracle_budgets, taba_variants=TABA_VARIANTS, **data, **p))
     config.dataset = dataset  # set last: a TFDS dataset needs --config.manual_dir, which has no default
     return config

@@ -62,6 +62,8 @@ def to_config_dict(instance) -> ml_collections.ConfigDict:
         value = getattr(instance, f.name)
         if dataclasses.is_dataclass(value):
             config[f.name] = to_config_dict(value)
+        elif isinstance(value, dict):
+            config[f.name] = ml_collections.ConfigDict(value)
         elif value is None:
             config[f.name] = config_dict.placeholder(_origin(_strip_optional(hints[f.name])))
         else:
@@ -112,6 +114,10 @@ def _convert(annotation, value, field: str):
         return value
     if typing.get_origin(annotation) is tuple:
         return _convert_tuple(annotation, value, field)
+    if typing.get_origin(annotation) is dict:  # named groups of overrides, checked by the dataclass
+        if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+            raise ConfigError(field, f"must map names to groups of fields, got {value!r}")
+        return {str(k): dict(v) for k, v in value.items()}
     raise TypeError(f"{field}: unsupported annotation {annotation!r}")  # a bug in a config dataclass
 
 
@@ -293,6 +299,7 @@ class TrainConfig:
 
 AFFINITY_STEPS = ("normalized", "gradient")
 CURVE_FITS = ("loss", "metric")
+OBJECTIVES = ("relative", "delta_m")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -318,6 +325,14 @@ class TabaConfig:
     # Delta_m is computed from).
     curve_fit: str = "loss"
     curve: str = "power"  # or effective_number
+    # Budget spent in this many rounds after the pilot: before each round but the first, the model of
+    # everything bought so far and its nested subsets (subset_fractions) are trained and the learning
+    # curves refitted there, at the labels the allocation actually reached (1 = METHOD.md's one greedy).
+    rounds: int = 1
+    # What the greedy maximizes: "relative" (METHOD.md: mean relative loss reduction) or "delta_m"
+    # (the predicted Delta_m: each task weighted by its error scale over the reference metric that
+    # its fitted curve extrapolates to the whole pool; needs curve_fit="metric").
+    objective: str = "relative"
     affinity: tuple[tuple[float, ...], ...] | None = None  # known S[s][t]: skips the affinity measurement
     gamma: tuple[float, ...] | None = None  # known slopes: skip the subset trainings
     kappa: tuple[float, ...] | None = None  # learning-curve scale; None = the pilot size
@@ -335,6 +350,16 @@ class TabaConfig:
         low, high = self.gamma_range
         require(0 < low < high, "gamma_range", f"must be (low, high) with 0 < low < high, got {self.gamma_range!r}")
         require(self.curve in CURVES, "curve", f"must be one of {CURVES}, got {self.curve!r}")
+        require(self.rounds >= 1, "rounds", f"must be a positive integer, got {self.rounds!r}")
+        require(self.objective in OBJECTIVES, "objective", f"must be one of {OBJECTIVES}, got {self.objective!r}")
+        require(self.objective != "delta_m" or self.curve_fit == "metric", "objective",
+                f"'delta_m' predicts metric errors: it needs curve_fit='metric', got {self.curve_fit!r}")
+        require(self.objective != "delta_m" or self.weights is None, "objective",
+                f"'delta_m' sets the task weights itself; config.taba.weights={self.weights!r} must be unset")
+        if self.known:
+            for name, default in (("rounds", 1), ("objective", "relative")):
+                require(getattr(self, name) == default, name, f"needs trainings to measure learning curves, but "
+                        f"affinity, gamma and kappa are all given (nothing is trained); got {getattr(self, name)!r}")
         if self.affinity is not None:
             size = len(self.affinity)
             require(size > 0 and all(len(row) == size for row in self.affinity), "affinity",
@@ -489,12 +514,17 @@ class ExperimentConfig(ProblemFields, DataFields):
     gpus_per_run: float = 0.0  # executor=ray: GPUs each run asks Ray for (1: one run per GPU)
     max_retries: int = 1  # a run that raises, or whose worker dies, is tried again this many times
     taba: TabaConfig = TabaConfig()
+    # Named TABA variants, each run as strategy "taba:<name>": fields of config.taba it overrides,
+    # e.g. {"rounds3": {"rounds": 3, "curve_fit": "metric", "objective": "delta_m"}}.
+    taba_variants: dict[str, dict] = dataclasses.field(default_factory=dict)
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
         ProblemFields.__post_init__(self)
         DataFields.__post_init__(self)
         require_names((self.setting,), "setting")
+        if self.taba_variants:
+            require_names(tuple(self.taba_variants), "taba_variants")
         require_positive(self, "workers", "threads_per_worker")
         require(self.executor in ("local", "ray"), "executor", f"must be local or ray, got {self.executor!r}")
         require(self.gpus_per_run >= 0, "gpus_per_run", f"must be non-negative, got {self.gpus_per_run!r}")
@@ -506,16 +536,34 @@ class ExperimentConfig(ProblemFields, DataFields):
         require_names(self.strategies, "strategies")
         if self.strategies != ("all",):
             for strategy in self.strategies:
-                self.check_strategy(strategy, "strategies")
+                if strategy.startswith("taba:"):
+                    require(strategy[5:] in self.taba_variants, "strategies",
+                            f"{strategy!r} names no entry of config.taba_variants ({sorted(self.taba_variants)})")
+                else:
+                    self.check_strategy(strategy, "strategies")
         require(all(b in self.budgets for b in self.oracle_budgets), "oracle_budgets",
                 f"must be among config.budgets {self.budgets!r}, got {self.oracle_budgets!r}")
         require_positive(self, "oracle_resolution")
         _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list)
+        for strategy in self.strategy_list:  # each variant that runs is a valid TabaConfig for the tasks
+            if strategy.startswith("taba:"):
+                variant = self.taba_config(strategy)
+                with _nested(f"taba_variants.{strategy[5:]}"):
+                    variant.check_tasks(len(self.tasks))
 
     @property
     def strategy_list(self) -> list[str]:
-        """The strategies run at every budget."""
-        return strategy_names(self.tasks) if self.strategies == ("all",) else list(self.strategies)
+        """The strategies run at every budget ("all": every named strategy and every TABA variant)."""
+        if self.strategies == ("all",):
+            return strategy_names(self.tasks) + [f"taba:{name}" for name in sorted(self.taba_variants)]
+        return list(self.strategies)
+
+    def taba_config(self, strategy: str) -> TabaConfig:
+        """TABA's config for strategy "taba" or "taba:<variant>" (config.taba with the variant's fields)."""
+        if strategy == "taba":
+            return self.taba
+        name = strategy.split(":", 1)[1]
+        return parse(TabaConfig, {**to_json(self.taba), **self.taba_variants[name]}, f"taba_variants.{name}")
 
     def strategies_at(self, budget: float) -> list[str]:
         """The strategies run at `budget`: the list, plus the oracle's share grid where it runs."""

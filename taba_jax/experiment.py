@@ -228,11 +228,17 @@ def _check_same_config(config: ExperimentConfig, workdir: str) -> None:
         io_utils.write_json(path, current)
         return
     saved = _load_json(path)
+    # TABA variants may be added to a workdir; one already there must keep its definition.
+    saved_variants, variants = saved.pop("taba_variants", {}), current.pop("taba_variants")
     differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    differing += [f"taba_variants.{n}" for n in sorted(set(saved_variants) & set(variants))
+                  if saved_variants[n] != variants[n]]
     if differing:
         raise ConfigError("--workdir", f"{workdir!r} holds runs of another config: config.{', config.'.join(differing)} "
-                                       f"differ from {path} (only {', '.join(RUN_SELECTION_FIELDS)} may change); "
-                                       "use a new workdir")
+                                       f"differ from {path} (only {', '.join(RUN_SELECTION_FIELDS)} may change, and "
+                                       "taba_variants be added); use a new workdir")
+    if set(variants) - set(saved_variants):
+        io_utils.write_json(path, {**current, "taba_variants": {**saved_variants, **variants}})
 
 
 def _reference_path(workdir: str, seed: int) -> str:
@@ -244,12 +250,15 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
     start = time.perf_counter()
     problem = BudgetProblem(config.tasks, config.costs, len(dataset.train), spec.budget)
     estimate = None
-    if spec.strategy == "taba":
-        allocation, information = taba.run(problem, dataset, config.taba, config.train, spec.seed,
-                                           os.path.join(workdir, "taba", f"b{spec.budget:g}_s{spec.seed}"), progress)
+    if spec.strategy == "taba" or spec.strategy.startswith("taba:"):
+        # A variant's pilot is the plain TABA's (same seed and rho), estimated in its own folder.
+        folder = os.path.join(workdir, "taba", *spec.strategy.split(":")[1:], f"b{spec.budget:g}_s{spec.seed}")
+        allocation, information = taba.run(problem, dataset, config.taba_config(spec.strategy), config.train,
+                                           spec.seed, folder, progress)
+        found = allocation.info.get("taba", {})
         estimate = {**information.to_json(), "predicted_objective": allocation.info["objective"],
-                    **{k: allocation.info.get("taba", {}).get(k) for k in ("pilot_size", "subset_sizes",
-                                                                           "subset_losses", "subset_errors")}}
+                    **{k: found.get(k) for k in ("pilot_size", "subset_sizes", "subset_losses", "subset_errors")},
+                    "round_spent": [r["spent"] for r in found.get("rounds", [])]}
     else:
         allocation = allocate(problem, spec.strategy, seed=spec.seed)
     directory = os.path.join(workdir, "runs", spec.name)

@@ -152,21 +152,26 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
         else:
             need_text = f"{need:,.0f} ({need / b:.2f}×)"
         lines.append(f"| {b:g} | {name} | {mean:+.2f} | {taba_mean:+.2f} | {taba_mean - mean:+.2f} | {need_text} |")
-    if has_taba:
-        lines += ["", "Paired differences Δm(TABA) − Δm(heuristic) over the seeds both ran (same initialisation "
-                  "and data streams), mean and 95 % t-interval; **real** when the interval excludes 0, else the "
-                  "number of seeds a 95 % interval of this spread would need to exclude 0.", "",
-                  "| budget | heuristic | TABA − heuristic | 95 % interval | seeds | verdict |",
-                  "|---:|---|---:|---|---:|---|"]
+    taba_like = [s for s in strategies if s.startswith("taba")]
+    if taba_like:
+        lines += ["", "Paired differences Δm(TABA) − Δm(other) over the seeds both ran (same initialisation "
+                  "and data streams, and the same pilot for every TABA variant), mean and 95 % t-interval; "
+                  "**real** when the interval excludes 0, else the number of seeds a 95 % interval of this "
+                  "spread would need to exclude 0.", "",
+                  "| budget | TABA | other | TABA − other | 95 % interval | seeds | verdict |",
+                  "|---:|---|---|---:|---|---:|---|"]
         for b in budgets:
-            for other in strategies:
-                diff = paired_difference(records, "taba", other, b) if other != "taba" else None
-                if diff is None:
-                    continue
-                verdict = ("**real**: TABA " + ("better" if diff.mean > 0 else "worse")) if diff.real else \
-                    f"not resolved (≈ {diff.seeds_to_resolve} seeds needed)" if diff.seeds_to_resolve else "no difference"
-                lines.append(f"| {b:g} | {other} | {diff.mean:+.2f} | [{diff.low:+.2f}, {diff.high:+.2f}] | "
-                             f"{diff.seeds} | {verdict} |")
+            for variant in taba_like:
+                others = [s for s in strategies if s not in taba_like] + (["taba"] if variant != "taba" else [])
+                for other in others:
+                    diff = paired_difference(records, variant, other, b)
+                    if diff is None:
+                        continue
+                    verdict = (f"**real**: {variant} " + ("better" if diff.mean > 0 else "worse")) if diff.real \
+                        else f"not resolved (≈ {diff.seeds_to_resolve} seeds needed)" if diff.seeds_to_resolve \
+                        else "no difference"
+                    lines.append(f"| {b:g} | {variant} | {other} | {diff.mean:+.2f} | [{diff.low:+.2f}, "
+                                 f"{diff.high:+.2f}] | {diff.seeds} | {verdict} |")
     lines += _oracle_lines(summary, strategies, budgets)
     taba_runs = _taba_runs(records)
     if taba_runs:

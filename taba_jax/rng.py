@@ -22,6 +22,7 @@ STREAMS = {
     "scenes": 8,            # the synthetic scene generator
     "weighting": 9,         # multi-task weighting methods (JAX key; path: step)
     "adashare_policy": 10,  # AdaShare's Gumbel-softmax policy samples (JAX key, folded with the step)
+    "round_subsets": 11,    # TABA in rounds: order of a round's nested per-task subsets (path: task)
 }
 
 

@@ -11,6 +11,17 @@
 4. `allocate(problem, "taba", information, initial=pilot)`: the pilot is part of the allocation and
    its cost is inside the budget.
 
+Two measured deviations from METHOD.md, both off by default (README, "TABA in rounds"):
+- `config.rounds = R > 1` spends the budget after the pilot in R equal rounds. Before each round but
+  the first, models are trained on everything bought so far and on its nested subsets, and every
+  task's learning curve is refitted on those points (its information U_t under S, its validation
+  value): the slopes then come from the label counts the allocation actually reached, not only from
+  the pilot's few images.
+- `config.objective = "delta_m"` weights each task by how many Delta_m points a full reduction of its
+  error is worth, `w_t = E_t(0) / M_t(ref)`, with both read off the task's fitted metric-error curve
+  (M_t(ref) extrapolated to the whole pool): the greedy then maximizes the predicted Delta_m, which
+  normalises by the reference metric, instead of the mean relative loss reduction.
+
 `run` is what "taba" means everywhere (launchers, experiments); it skips the estimation only when
 affinity, gamma and kappa are all given.
 """
@@ -28,6 +39,7 @@ import numpy as np
 
 from taba_jax import io_utils, rng, train
 from taba_jax.budget import Allocation, BudgetProblem, InformationModel, allocate
+from taba_jax.budget.information import task_information
 from taba_jax.config import TabaConfig, TrainConfig, task_values, to_json
 from taba_jax.data.dataset import MultiTaskDataset
 from taba_jax.models import build_model, shared_parameters
@@ -62,6 +74,24 @@ class Estimate:
                    np.asarray(data["lookahead"], np.float64).reshape(-1, information.num_tasks, information.num_tasks),
                    list(data["subset_sizes"]), np.asarray(data["subset_losses"], np.float64),
                    np.asarray(data["intercept"], np.float64), np.asarray(data["subset_errors"], np.float64))
+
+
+@dataclasses.dataclass(frozen=True)
+class CurvePoints:
+    """Models trained on nested subsets of one allocation: per subset and task, the labels, the
+    information U_t under the affinity and the validation loss and primary-metric error."""
+
+    labels: np.ndarray  # (K, T)
+    information: np.ndarray  # (K, T)
+    losses: np.ndarray  # (K, T)
+    errors: np.ndarray  # (K, T)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in ("labels", "information", "losses", "errors")}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CurvePoints":
+        return cls(*(np.asarray(data[k], np.float64) for k in ("labels", "information", "losses", "errors")))
 
 
 def primary_error(metrics: dict) -> float:
@@ -112,7 +142,8 @@ def affinity_from_lookahead(lookahead: jax.Array, min_own: float = 0.01) -> jax.
 def fit_learning_curves(sizes, losses, gamma_range=(0.05, 1.5)) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares fit of `log L_t = a_t - gamma_t log n` per task; returns (gamma clipped, a).
 
-    `sizes` (K,) with at least two distinct values, `losses` (K, T) positive.
+    `sizes` (K,) with at least two distinct values, `losses` (K, T) positive. For sizes that differ
+    per task (the information U_t of each subset) see `refit_learning_curves`.
     """
     sizes = np.asarray(sizes, np.float64)
     losses = np.asarray(losses, np.float64)
@@ -123,6 +154,39 @@ def fit_learning_curves(sizes, losses, gamma_range=(0.05, 1.5)) -> tuple[np.ndar
     design = np.stack([np.ones_like(sizes), -np.log(sizes)], axis=1)
     (intercept, slope), *_ = np.linalg.lstsq(design, np.log(losses), rcond=None)
     return np.clip(slope, *gamma_range), intercept
+
+
+def refit_learning_curves(points: CurvePoints, values: np.ndarray, gamma: np.ndarray, intercept: np.ndarray,
+                          gamma_range=(0.05, 1.5)) -> tuple[np.ndarray, np.ndarray]:
+    """Per task, `log v_t = a_t - gamma_t log U_t` fitted on the subsets where the task had labels of
+    its own; a task with fewer than two distinct such U_t keeps its `gamma` and `intercept`.
+
+    `values` (K, T) is `points.losses` or `points.errors`."""
+    gamma, intercept = np.array(gamma, np.float64), np.array(intercept, np.float64)
+    for t in range(values.shape[1]):
+        own = points.labels[:, t] > 0
+        x, y = points.information[own, t], values[own, t]
+        if len(np.unique(x)) >= 2:
+            (g,), (a,) = fit_learning_curves(x, y[:, None], gamma_range)
+            gamma[t], intercept[t] = g, a
+    return gamma, intercept
+
+
+def delta_m_weights(gamma, intercept, kappa, pool_size: int, higher_is_better) -> np.ndarray:
+    """Task weights that make TABA's objective the predicted Delta_m (`config.objective="delta_m"`).
+
+    A task's fitted metric-error curve `E_t(U) = exp(a_t) U^-gamma_t` is read as METHOD's power law
+    `E_t(0) (1 + U/kappa_t)^-gamma_t` (equal for U >> kappa_t), so `E_t(0) = exp(a_t) kappa_t^-gamma_t`;
+    the reference metric is the curve at the whole pool, `M_t(ref) = E_t(N)` for an error (lower is
+    better) and `1 - E_t(N)` for a score in [0, 1] (at least 0.05). Delta_m's term of task t is
+    `(E_t(U) - E_t(ref)) / M_t(ref)` up to sign, so `w_t = E_t(0) / M_t(ref)` makes
+    `sum_t w_t g_t(U_t)` Delta_m up to a constant. Returned normalised to mean 1."""
+    gamma, intercept, kappa = (np.asarray(v, np.float64) for v in (gamma, intercept, kappa))
+    at_zero = np.exp(intercept) * kappa ** -gamma
+    at_pool = np.exp(intercept) * float(pool_size) ** -gamma
+    reference = np.where(np.asarray(higher_is_better, bool), np.clip(1.0 - at_pool, 0.05, 1.0), at_pool)
+    weights = at_zero / reference
+    return weights / weights.mean()
 
 
 def pilot_size(problem: BudgetProblem, rho: float) -> int:
@@ -152,6 +216,39 @@ def information_model(config: TabaConfig, num_tasks: int, affinity=None, gamma=N
     return InformationModel(affinity, gamma, kappa, weights, curve=config.curve, task_names=task_names)
 
 
+def _estimation_train_config(train_config: TrainConfig) -> TrainConfig:
+    """AdaShare's policy learned on a pilot or a round would not be the final one: estimate with all
+    blocks shared."""
+    return dataclasses.replace(train_config, model="hard_sharing") if train_config.model == "adashare" else train_config
+
+
+def _with_delta_m_weights(information: InformationModel, intercept, pool_size: int,
+                          tasks: list[TaskSpec]) -> InformationModel:
+    weights = delta_m_weights(information.gamma, intercept, information.kappa, pool_size,
+                              [t.higher_is_better for t in tasks])
+    return InformationModel(information.affinity, information.gamma, information.kappa, weights,
+                            curve=information.curve, task_names=information.task_names)
+
+
+def _validation_curves(dataset: MultiTaskDataset, tasks: list[TaskSpec], subsets: list[dict], train_config: TrainConfig,
+                       seed: int, directories: list[str], last_hooks: list, progress: bool):
+    """One model per labeled-set dict of `subsets`, trained in its directory (`last_hooks` on the
+    last); returns their validation losses and primary-metric errors, (K, T) each."""
+    names = [t.name for t in tasks]
+    losses, errors = [], []
+    for index, (labeled, directory) in enumerate(zip(subsets, directories)):
+        # A torn estimation restarts its trainings: the affinity measurements are not checkpointed.
+        shutil.rmtree(directory, ignore_errors=True)
+        trainer = train.Trainer(dataset, labeled, train_config, directory, seed, tasks=names)
+        hooks = last_hooks if index == len(subsets) - 1 else []
+        params = trainer.train(progress=progress, hooks=hooks).params
+        metrics = train.evaluate(trainer.model, params, tasks, dataset.splits["validation"],
+                                 train_config.eval_batch_size, with_loss=True, input_workers=train_config.input_workers)
+        losses.append([max(metrics[t]["loss"], 1e-12) for t in names])
+        errors.append([max(primary_error(metrics[t]), 1e-6) for t in names])
+    return np.array(losses, np.float64), np.array(errors, np.float64)
+
+
 def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: TabaConfig, train_config: TrainConfig,
                          seed: int, workdir: str, progress: bool = False) -> Estimate:
     """Trains the pilot models and estimates S and gamma (skipping what `config` already gives).
@@ -165,7 +262,9 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     if len(pilot_images) < 2 or pilot.labels.sum() != len(pilot_images) * len(tasks):
         raise ValueError("the pilot must label every task on the same images (at least 2)")
     cache = os.path.join(workdir, ESTIMATE_FILE)
-    key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed, "taba": to_json(config),
+    # The rounds after the pilot do not change it: one estimate serves any number of rounds.
+    key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed,
+                                 "taba": to_json(dataclasses.replace(config, rounds=1)),
                                  "train": to_json(train_config)}))
     if os.path.exists(cache):
         with open(cache) as f:
@@ -180,26 +279,13 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
                          f"the pilot ({n} images); the curve fit needs two sizes")
 
     order = rng.numpy_rng(seed, "pilot_subsets").permutation(pilot_images)  # nested subsets: prefixes of one order
-    if train_config.model == "adashare":  # a policy learned on the pilot would not be the final one: share all
-        train_config = dataclasses.replace(train_config, model="hard_sharing")
+    train_config = _estimation_train_config(train_config)
     probe = None if config.affinity is not None else _AffinityProbe(dataset, tasks, order, config, train_config, seed)
-    losses, errors = {}, {}
-    for size in sizes + [n]:
-        # A torn estimation restarts its trainings: the affinity measurements are not checkpointed.
-        directory = os.path.join(workdir, f"pilot_{size}")
-        shutil.rmtree(directory, ignore_errors=True)
-        trainer = train.Trainer(dataset, {t: np.sort(order[:size]) for t in names}, train_config, directory, seed,
-                                tasks=names)
-        hooks = [train.CallbackHook(probe, config.affinity_every)] if probe is not None and size == n else []
-        params = trainer.train(progress=progress, hooks=hooks).params
-        metrics = train.evaluate(trainer.model, params, tasks, dataset.splits["validation"],
-                                 train_config.eval_batch_size, with_loss=True,
-                                 input_workers=train_config.input_workers)
-        losses[size] = [max(metrics[t]["loss"], 1e-12) for t in names]
-        errors[size] = [max(primary_error(metrics[t]), 1e-6) for t in names]
+    subsets = [{t: np.sort(order[:size]) for t in names} for size in sizes + [n]]
     subset_sizes = sizes + [n]
-    subset_losses = np.array([losses[s] for s in subset_sizes])
-    subset_errors = np.array([errors[s] for s in subset_sizes])
+    subset_losses, subset_errors = _validation_curves(
+        dataset, tasks, subsets, train_config, seed, [os.path.join(workdir, f"pilot_{size}") for size in subset_sizes],
+        [train.CallbackHook(probe, config.affinity_every)] if probe else [], progress)
     curve = subset_losses if config.curve_fit == "loss" else subset_errors
     if config.gamma is not None:
         gamma = np.array(task_values(config.gamma, len(tasks), "gamma"))
@@ -216,6 +302,8 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
         lookahead, steps = np.array(probe.values), probe.steps
         affinity = np.asarray(affinity_from_lookahead(lookahead), np.float64)
     information = information_model(config, len(tasks), affinity, gamma, default_kappa=float(n), task_names=names)
+    if config.objective == "delta_m":
+        information = _with_delta_m_weights(information, intercept, pilot.problem.num_images, tasks)
     estimate = Estimate(information, n, steps, lookahead, subset_sizes, subset_losses, intercept, subset_errors)
     io_utils.write_json(cache, {"key": key, "estimate": estimate.to_json()})
     return estimate
@@ -238,9 +326,75 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
                          "config.taba.affinity, config.taba.gamma and config.taba.kappa")
     pilot = pilot_allocation(problem, pilot_size(problem, config.rho), seed)
     estimate = estimate_information(dataset, pilot, config, train_config, seed, workdir, progress)
-    allocation = allocate(problem, "taba", information=estimate.information, initial=pilot, seed=seed)
-    allocation = dataclasses.replace(allocation, info={**allocation.info, "taba": estimate.to_json()})
-    return allocation, estimate.information
+    information, allocation, rounds = estimate.information, pilot, []
+    intercept, pilot_cost = estimate.intercept, problem.cost_of(pilot.labels)
+    for index in range(config.rounds):
+        if index:
+            points = measure_curve_points(dataset, allocation, information, config, train_config, seed,
+                                          os.path.join(workdir, f"round{index + 1}"), progress)
+            information, intercept = refit_information(information, intercept, points, config,
+                                                       dataset.task_specs(problem.task_names), problem.num_images)
+            rounds.append({"spent": allocation.spent, "points": points.to_json(),
+                           "information": information.to_json(), "intercept": intercept.tolist()})
+        last = index == config.rounds - 1
+        stage = problem if last else BudgetProblem(
+            problem.task_names, problem.costs, problem.num_images,
+            pilot_cost + (problem.budget - pilot_cost) * (index + 1) / config.rounds)
+        allocation = allocate(stage, "taba", information=information, initial=allocation, seed=seed)
+    allocation = dataclasses.replace(allocation, info={**allocation.info, "taba": {**estimate.to_json(),
+                                                                                   "rounds": rounds}})
+    return allocation, information
+
+
+def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, information: InformationModel,
+                         config: TabaConfig, train_config: TrainConfig, seed: int, workdir: str,
+                         progress: bool = False) -> CurvePoints:
+    """Trains models on `allocation` and on its nested subsets (each task's labeled images cut to
+    `config.subset_fractions` of their number, prefixes of one seeded order per task) and returns
+    their learning-curve points. Cached as `<workdir>/points.json` for the same allocation and configs."""
+    tasks = dataset.task_specs(allocation.problem.task_names)
+    names = [t.name for t in tasks]
+    cache = os.path.join(workdir, "points.json")
+    key = json.loads(json.dumps({"labels": allocation.metadata()["labels_sha256"], "seed": seed,
+                                 "taba": to_json(config), "train": to_json(train_config)}))
+    if os.path.exists(cache):
+        with open(cache) as f:
+            saved = json.load(f)
+        if saved.get("key") == key:
+            return CurvePoints.from_json(saved["points"])
+    orders = {t: rng.numpy_rng(seed, "round_subsets", index).permutation(allocation.labeled_indices(index))
+              for index, t in enumerate(names)}
+    fractions = sorted(set(config.subset_fractions)) + [1.0]
+    subsets = [{t: np.sort(order[:int(round(f * len(order)))]) for t, order in orders.items()} for f in fractions]
+    labels = np.zeros((len(subsets), len(names)), np.float64)
+    information_values = np.zeros_like(labels)
+    for k, labeled in enumerate(subsets):
+        matrix = np.zeros_like(allocation.labels)
+        for index, t in enumerate(names):
+            matrix[labeled[t], index] = True
+        labels[k] = matrix.sum(axis=0)
+        information_values[k] = np.asarray(task_information(matrix, information.affinity))
+    losses, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
+                                        [os.path.join(workdir, f"subset_{f:g}") for f in fractions], [], progress)
+    points = CurvePoints(labels, information_values, losses, errors)
+    io_utils.write_json(cache, {"key": key, "points": points.to_json()})
+    return points
+
+
+def refit_information(information: InformationModel, intercept, points: CurvePoints, config: TabaConfig,
+                      tasks: list[TaskSpec], pool_size: int) -> tuple[InformationModel, np.ndarray]:
+    """The information model with every task's curve refitted on `points` (`refit_learning_curves`;
+    given gamma stay) and, for `objective="delta_m"`, the weights recomputed for a pool of
+    `pool_size` images; S and kappa stay. U is in effective images (a fully labeled image gives 1)."""
+    gamma = np.asarray(information.gamma, np.float64)
+    if config.gamma is None:
+        values = points.losses if config.curve_fit == "loss" else points.errors
+        gamma, intercept = refit_learning_curves(points, values, gamma, intercept, config.gamma_range)
+    refitted = InformationModel(information.affinity, gamma, information.kappa, information.weights,
+                                curve=information.curve, task_names=information.task_names)
+    if config.objective == "delta_m":
+        refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks)
+    return refitted, np.asarray(intercept, np.float64)
 
 
 class _AffinityProbe:

@@ -82,6 +82,10 @@ def parse_train_job(**overrides):
     ("taba__curve", "cubic", "config.taba.curve: must be one of ('power', 'effective_number'), got 'cubic'"),
     ("taba__curve_fit", "accuracy", "config.taba.curve_fit: must be one of ('loss', 'metric'), got 'accuracy'"),
     ("taba__affinity_step", "raw", "config.taba.affinity_step: must be one of ('normalized', 'gradient'), got 'raw'"),
+    ("taba__rounds", 0, "config.taba.rounds: must be a positive integer, got 0"),
+    ("taba__objective", "mean", "config.taba.objective: must be one of ('relative', 'delta_m'), got 'mean'"),
+    ("taba__objective", "delta_m", "config.taba.objective: 'delta_m' predicts metric errors: it needs "
+                                   "curve_fit='metric', got 'loss'"),
     ("taba__affinity", ((1.0, 0.5),), "config.taba.affinity: must be a square matrix"),
     ("taba__affinity", ((1.0, 2.0), (0.0, 1.0)), "config.taba.affinity: entries must lie in [0, 1]"),
     ("taba__affinity", ((0.5, 0.0), (0.0, 1.0)), "config.taba.affinity: diagonal must be 1"),
@@ -115,6 +119,17 @@ def test_taba_fields_are_checked_against_the_tasks_only_when_taba_runs():
         parse_train_job(strategy="taba", taba__gamma=(0.5, 0.4))
     with pytest.raises(ConfigError, match=r"config.taba.affinity: must be 4x4 for 4 tasks, got 2 rows"):
         parse_train_job(strategy="taba", taba__affinity=((1.0, 0.5), (0.5, 1.0)))
+
+
+def test_taba_rounds_and_delta_m_objective_need_what_they_measure():
+    with pytest.raises(ConfigError, match=r"config.taba.objective: 'delta_m' sets the task weights itself; "
+                                          r"config.taba.weights=\(1.0, 2.0, 1.0, 1.0\) must be unset"):
+        parse_train_job(taba__objective="delta_m", taba__curve_fit="metric", taba__weights=(1.0, 2.0, 1.0, 1.0))
+    known = {"taba__affinity": ((1.0,),), "taba__gamma": (0.5,), "taba__kappa": (10.0,)}
+    with pytest.raises(ConfigError, match=r"config.taba.rounds: needs trainings to measure learning curves, but "
+                                          r"affinity, gamma and kappa are all given \(nothing is trained\); got 3"):
+        parse_train_job(taba__rounds=3, **known)
+    parse_train_job(taba__rounds=3, taba__objective="delta_m", taba__curve_fit="metric")
 
 
 def test_unknown_field_gets_a_suggestion():

@@ -107,6 +107,43 @@ def test_rerun_with_another_training_config_is_refused(tmp_path):
     assert len(io_utils.read_jsonl(tmp_path / "results.jsonl")) == 2
 
 
+def test_taba_variants_run_beside_taba_on_its_pilot_and_are_paired_with_it(tmp_path):
+    variants = {"rounds2": {"rounds": 2}}
+    config = tiny_config(strategies=("equal_budget", "taba", "taba:rounds2"), budgets=(520,), taba_variants=variants)
+    assert config.taba_config("taba:rounds2") == dataclasses.replace(config.taba, rounds=2)
+    records = {(r.strategy, r.seed): r for r in experiment.run(config, str(tmp_path), progress=False)}
+    assert len(records) == 6
+    for seed in (0, 1):
+        plain, rounds = records["taba", seed], records["taba:rounds2", seed]
+        assert rounds.spent <= 520 and plain.taba["round_spent"] == [] and len(rounds.taba["round_spent"]) == 1
+        assert plain.taba["subset_losses"] == rounds.taba["subset_losses"]  # the same pilot, trained alike
+    assert (tmp_path / "taba" / "rounds2" / "b520_s0" / "round2" / "points.json").exists()
+    text = (tmp_path / "report.md").read_text()
+    assert "| 520 | taba:rounds2 | equal_budget |" in text and "| 520 | taba:rounds2 | taba |" in text
+    assert "| 520 | taba | equal_budget |" in text
+
+    more = dataclasses.replace(config, strategies=("equal_budget", "taba:m"),
+                               taba_variants={**variants, "m": {"curve_fit": "metric"}})
+    assert len(experiment.run(more, str(tmp_path), progress=False)) == 8  # a variant may be added
+    changed = dataclasses.replace(more, taba_variants={**more.taba_variants, "rounds2": {"rounds": 3}})
+    with pytest.raises(ConfigError, match=r"holds runs of another config: config.taba_variants.rounds2 differ"):
+        experiment.run(changed, str(tmp_path), progress=False)
+
+
+def test_taba_variants_are_checked_as_taba_configs():
+    with pytest.raises(ConfigError, match=r"config.strategies: 'taba:fast' names no entry of config.taba_variants "
+                                          r"\(\[.*'slow'\]\)"):
+        tiny_config(strategies=("taba:fast",), taba_variants={"slow": {"rounds": 2}})
+    with pytest.raises(ConfigError, match=r"config.taba_variants.slow.rounds: must be a positive integer, got 0"):
+        tiny_config(strategies=("taba:slow",), taba_variants={"slow": {"rounds": 0}})
+    with pytest.raises(ConfigError, match=r"config.taba_variants.slow.round: unknown field; did you mean 'rounds'"):
+        tiny_config(strategies=("all",), taba_variants={"slow": {"round": 2}})
+    with pytest.raises(ConfigError, match=r"config.taba_variants.slow.gamma: needs one value or one per task"):
+        tiny_config(strategies=("taba:slow",), taba_variants={"slow": {"gamma": (0.5, 0.4, 0.3)}})
+    every = tiny_config(strategies=("all",), taba_variants={"slow": {"rounds": 2}}).strategy_list
+    assert every[every.index("taba"):] == ["taba", "taba:delta_m", "taba:rounds3_delta_m", "taba:slow"]
+
+
 def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
     args = [sys.executable, "launch/experiment.py", "--config=configs/experiment.py:geometry,quick",
             f"--workdir={tmp_path}", "--noprogress",
@@ -170,8 +207,8 @@ def test_paired_difference_cancels_seed_noise_and_says_when_it_is_real():
     assert mixed.seeds_to_resolve == 6  # (1.96 * 0.577 / 0.5) ** 2 = 5.1
     assert report.paired_difference(records[:1] + records[4:5], "taba", "equal_budget", 100.0) is None
     text = report.markdown(records, "t", ["a"])
-    assert "| 100 | equal_budget | +1.00 | [+1.00, +1.00] | 4 | **real**: TABA better |" in text
-    assert "| 100 | random_pairs | +0.50 |" in text and "not resolved (≈ 6 seeds needed)" in text
+    assert "| 100 | taba | equal_budget | +1.00 | [+1.00, +1.00] | 4 | **real**: taba better |" in text
+    assert "| 100 | taba | random_pairs | +0.50 |" in text and "not resolved (≈ 6 seeds needed)" in text
 
 
 def test_oracle_is_the_best_fixed_share_allocation_and_fractions_of_its_gain():

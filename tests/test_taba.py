@@ -126,6 +126,54 @@ def test_run_spends_within_budget_contains_the_pilot_and_reuses_its_estimate(dat
     np.testing.assert_array_equal(again.labels, allocation.labels)
 
 
+def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_trainings(dataset, tmp_path,
+                                                                                          monkeypatch):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    config = tiny_taba_config(rounds=2, curve_fit="metric", objective="delta_m", subset_fractions=(0.5,))
+    allocation, information = run_taba(problem, dataset, config, 3, str(tmp_path))
+    pilot = taba.pilot_allocation(problem, taba.pilot_size(problem, 0.1), 3)
+    assert np.all(allocation.labels[pilot.labels]) and problem.budget - 1 < allocation.spent <= problem.budget
+    (round2,) = allocation.info["taba"]["rounds"]
+    pilot_cost = problem.cost_of(pilot.labels)
+    halfway = pilot_cost + (problem.budget - pilot_cost) / 2
+    assert halfway - 1 < round2["spent"] <= halfway  # round 1 spent half of what the pilot left
+    points = taba.CurvePoints.from_json(round2["points"])
+    assert points.labels.shape == (2, 3) and np.all(points.labels[1] >= 10)  # the whole round-1 set, pilot in it
+    np.testing.assert_array_equal(points.labels[0], np.round(points.labels[1] / 2))
+    assert np.all(points.information >= points.labels - 1e-4)  # each own label gives U_t = 1, others add
+    np.testing.assert_allclose(np.mean(information.weights), 1.0, rtol=1e-6)  # delta_m weights, recomputed
+    np.testing.assert_allclose(round2["information"]["weights"], information.weights, rtol=1e-6)
+
+    monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("the cached trainings were not used"))
+    again, _ = run_taba(problem, dataset, config, 3, str(tmp_path))
+    np.testing.assert_array_equal(again.labels, allocation.labels)
+
+
+def test_refit_fits_each_task_on_its_own_information_and_keeps_tasks_without_own_labels():
+    information = np.array([[10.0, 3.0], [20.0, 6.0], [40.0, 12.0]])
+    errors = np.stack([2.0 * information[:, 0] ** -0.4, 0.5 * information[:, 1] ** -0.8], axis=1)
+    labels = np.array([[10, 0], [20, 0], [40, 5]], np.float64)  # task 1 has own labels in one subset only
+    points = taba.CurvePoints(labels, information, errors * 3, errors)
+    gamma, intercept = taba.refit_learning_curves(points, points.errors, [0.1, 0.1], [0.0, 0.0], (0.01, 2.0))
+    np.testing.assert_allclose([gamma[0], intercept[0]], [0.4, np.log(2.0)], rtol=1e-6)
+    assert (gamma[1], intercept[1]) == (0.1, 0.0)
+    both = taba.CurvePoints(np.ones_like(labels), information, errors, errors)
+    gamma, intercept = taba.refit_learning_curves(both, both.errors, [0.1, 0.1], [0.0, 0.0], (0.01, 2.0))
+    np.testing.assert_allclose(gamma, [0.4, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(intercept, np.log([2.0, 0.5]), rtol=1e-6)
+
+
+def test_delta_m_weights_by_hand():
+    # Both curves E(U) = U^-0.5: E(0) = kappa^-0.5 = 0.5, E(pool of 100) = 0.1. An error (lower is better)
+    # has reference metric 0.1, a score 1 - 0.1 = 0.9: weights 0.5/0.1 = 5 and 0.5/0.9, normalised to mean 1.
+    weights = taba.delta_m_weights([0.5, 0.5], [0.0, 0.0], [4.0, 4.0], 100, [False, True])
+    np.testing.assert_allclose(weights, np.array([5.0, 5.0 / 9.0]) / ((5.0 + 5.0 / 9.0) / 2), rtol=1e-9)
+    # A score whose curve predicts more than 0.95 at the whole pool is held at a reference of 0.05.
+    at_pool = 10.0 ** -0.01  # 0.977: a score of 0.023
+    weights = taba.delta_m_weights([0.01, 0.01], [0.0, 0.0], [1.0, 1.0], 10, [True, False])
+    np.testing.assert_allclose(weights / weights[1], [at_pool / 0.05, 1.0], rtol=1e-9)
+
+
 def test_known_affinity_and_curves_skip_the_pilot(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("nothing should be trained"))
     problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 500.0)
