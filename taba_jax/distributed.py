@@ -15,9 +15,14 @@ coordinator, process count and id from the scheduler's environment.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import jax
+from jax.experimental import multihost_utils
 from absl import flags
+
+T = TypeVar("T")
 
 ENVIRONMENT = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
                "process_id": "JAX_PROCESS_ID"}
@@ -69,3 +74,17 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def is_lead() -> bool:
     """Process 0: the one that writes results, metrics and reports."""
     return jax.process_index() == 0
+
+
+def lead_first(work: Callable[[], T], name: str) -> T:
+    """`work()` on process 0, then on the others once it has finished: for a step that writes
+    shared files (a dataset built into a shared `data_dir`) which the others then only read."""
+    if jax.process_count() == 1:
+        return work()
+    if is_lead():
+        try:
+            return work()
+        finally:  # a failure releases the others too: they then fail on their own attempt
+            multihost_utils.sync_global_devices(name)
+    multihost_utils.sync_global_devices(name)
+    return work()

@@ -10,7 +10,7 @@ import os
 import jax
 import numpy as np
 
-from taba_jax import io_utils, taba
+from taba_jax import distributed, io_utils, taba
 from taba_jax.budget import Allocation, BudgetProblem, allocate
 from taba_jax.config import TrainJobConfig, to_json
 from taba_jax.data import synthetic
@@ -117,7 +117,9 @@ def load_dataset(config, workdir: str) -> MultiTaskDataset:
     from taba_jax.data.builders.common import DataError
     data_dir = config.data_dir or os.path.join(workdir, "tfds")
     try:
-        built = tfds_datasets.build(config.dataset, config.manual_dir, data_dir, **dataset_options(config))
+        built = distributed.lead_first(  # process 0 builds; the others open its complete copy
+            lambda: tfds_datasets.build(config.dataset, config.manual_dir, data_dir, **dataset_options(config)),
+            f"taba_jax: build {config.dataset}")
         load = tfds_datasets.to_memory if config.in_memory else tfds_datasets.open_splits
         return load(built, config.tasks, config.image_size, seed=config.data_seed)
     except (DataError, ValueError) as e:

@@ -15,9 +15,17 @@ from taba_jax.budget import Allocation
 from taba_jax.train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SPEC = importlib.util.spec_from_file_location("experiment_config", os.path.join(ROOT, "configs", "experiment.py"))
-experiment_config = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(experiment_config)
+
+
+def _module(*path):
+    """A Python file of the repository (a config, a test's fixtures) as a module."""
+    spec = importlib.util.spec_from_file_location(path[-1].removesuffix(".py"), os.path.join(ROOT, *path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+experiment_config = _module("configs", "experiment.py")
 OVERRIDES = {"tasks": "segment,depth", "costs": "10,3", "num_images": 60, "image_size": 8, "budget": 300,
              "train.num_steps": 6, "train.batch_size": 4, "train.widths": "8", "train.checkpoint_every": 3,
              "train.log_every": 3, "train.warmup_steps": 1}
@@ -92,6 +100,42 @@ def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(tmp_p
     for a, b in zip(two_params, one_params, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     assert not all(np.allclose(a, b) for a, b in zip(two_params, initial))  # the restored params are trained ones
+
+
+STREAMED = {"image_size": 8, "strategy": "equal_count_shared", "train.num_steps": 4, "train.batch_size": 2,
+            "train.widths": "8", "train.checkpoint_every": 2, "train.log_every": 2, "train.warmup_steps": 1,
+            "train.input_workers": 0, "train.eval_batch_size": 2}
+
+
+def test_two_processes_build_and_stream_a_taskonomy_tree_like_one(tmp_path):
+    _module("tests", "data", "test_builders_taskonomy.py").write_omnidata_tree(str(tmp_path / "raw"))
+    port = _free_port()
+    flags = [f"--config.{k}={v}" for k, v in {**STREAMED, "manual_dir": tmp_path / "raw",
+                                               "data_dir": tmp_path / "tfds_two"}.items()]
+    processes = [subprocess.Popen(
+        [sys.executable, "launch/train.py", "--config=configs/taskonomy.py", f"--workdir={tmp_path / 'two'}", *flags,
+         f"--jax_coordinator_address=127.0.0.1:{port}", "--jax_num_processes=2", f"--jax_process_id={rank}"],
+        cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in range(2)]  # neither finds the dataset built: process 0 builds it, then both read it
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+    assert len(os.listdir(tmp_path / "tfds_two" / "taskonomy")) == 1  # one complete build, nothing left over
+
+    config = _module("configs", "taskonomy.py").get_config()
+    config.manual_dir, config.data_dir = str(tmp_path / "raw"), str(tmp_path / "tfds_one")
+    for dotted, value in STREAMED.items():
+        *parents, leaf = dotted.split(".")
+        (config[parents[0]] if parents else config)[leaf] = (8,) if leaf == "widths" else value
+    one = train_job.run(cfg.parse(cfg.TrainJobConfig, config), str(tmp_path / "one"), progress=False)
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert (two["processes"], two["devices"]) == (2, 2) and two["steps"] == one["steps"] == 4
+    assert two["allocation"]["labels"] == one["allocation"]["labels"]
+    for task, metrics in one["metrics"].items():  # each process streamed only its own batch columns
+        assert two["metrics"][task]["primary"] == pytest.approx(metrics["primary"], rel=1e-3, abs=1e-4)
+    two_losses, one_losses = _last_losses(tmp_path / "two"), _last_losses(tmp_path / "one")
+    assert two_losses.keys() == one_losses.keys() and two_losses
+    for key, value in one_losses.items():
+        assert two_losses[key] == pytest.approx(value, rel=1e-4)
 
 
 def test_bad_process_ids_are_refused_before_joining():
