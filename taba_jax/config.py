@@ -333,6 +333,10 @@ class TabaConfig:
     # (the predicted Delta_m: each task weighted by its error scale over the reference metric that
     # its fitted curve extrapolates to the whole pool; needs curve_fit="metric").
     objective: str = "relative"
+    # With rounds >= 2: a heuristic (equal_budget, ...) that spends the first round after the pilot in
+    # place of the greedy, so that the refit sees every task beyond the pilot's few labels before the
+    # greedy spends the rest (None: every round is the greedy's).
+    explore: str | None = None
     affinity: tuple[tuple[float, ...], ...] | None = None  # known S[s][t]: skips the affinity measurement
     gamma: tuple[float, ...] | None = None  # known slopes: skip the subset trainings
     kappa: tuple[float, ...] | None = None  # learning-curve scale; None = the pilot size
@@ -356,6 +360,10 @@ class TabaConfig:
                 f"'delta_m' predicts metric errors: it needs curve_fit='metric', got {self.curve_fit!r}")
         require(self.objective != "delta_m" or self.weights is None, "objective",
                 f"'delta_m' sets the task weights itself; config.taba.weights={self.weights!r} must be unset")
+        require(self.explore is None or self.explore in HEURISTICS, "explore",
+                f"must be one of {HEURISTICS} or None, got {self.explore!r}")
+        require(self.explore is None or self.rounds >= 2, "explore",
+                f"spends the first of several rounds: it needs rounds >= 2, got rounds={self.rounds!r}")
         if self.known:
             for name, default in (("rounds", 1), ("objective", "relative")):
                 require(getattr(self, name) == default, name, f"needs trainings to measure learning curves, but "

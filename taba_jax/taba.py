@@ -262,9 +262,10 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     if len(pilot_images) < 2 or pilot.labels.sum() != len(pilot_images) * len(tasks):
         raise ValueError("the pilot must label every task on the same images (at least 2)")
     cache = os.path.join(workdir, ESTIMATE_FILE)
-    # The rounds after the pilot do not change it: one estimate serves any number of rounds.
+    # The rounds after the pilot do not change it: one estimate serves any number of rounds
+    # and any exploration.
     key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed,
-                                 "taba": to_json(dataclasses.replace(config, rounds=1)),
+                                 "taba": to_json(dataclasses.replace(config, rounds=1, explore=None)),
                                  "train": to_json(train_config)}))
     if os.path.exists(cache):
         with open(cache) as f:
@@ -340,7 +341,9 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
         stage = problem if last else BudgetProblem(
             problem.task_names, problem.costs, problem.num_images,
             pilot_cost + (problem.budget - pilot_cost) * (index + 1) / config.rounds)
-        allocation = allocate(stage, "taba", information=information, initial=allocation, seed=seed)
+        explore = index == 0 and config.explore is not None
+        allocation = allocate(stage, config.explore if explore else "taba", information=information,
+                              initial=allocation, seed=seed)
     allocation = dataclasses.replace(allocation, info={**allocation.info, "taba": {**estimate.to_json(),
                                                                                    "rounds": rounds}})
     return allocation, information

@@ -84,6 +84,10 @@ def parse_train_job(**overrides):
     ("taba__affinity_step", "raw", "config.taba.affinity_step: must be one of ('normalized', 'gradient'), got 'raw'"),
     ("taba__rounds", 0, "config.taba.rounds: must be a positive integer, got 0"),
     ("taba__objective", "mean", "config.taba.objective: must be one of ('relative', 'delta_m'), got 'mean'"),
+    ("taba__explore", "taba", "config.taba.explore: must be one of ('equal_budget', 'equal_count_disjoint', "
+                              "'equal_count_shared', 'random_pairs') or None, got 'taba'"),
+    ("taba__explore", "equal_budget", "config.taba.explore: spends the first of several rounds: it needs rounds >= 2, "
+                                      "got rounds=1"),
     ("taba__objective", "delta_m", "config.taba.objective: 'delta_m' predicts metric errors: it needs "
                                    "curve_fit='metric', got 'loss'"),
     ("taba__affinity", ((1.0, 0.5),), "config.taba.affinity: must be a square matrix"),

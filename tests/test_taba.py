@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from taba_jax import taba, train
-from taba_jax.budget import BudgetProblem
+from taba_jax.budget import BudgetProblem, allocate
 from taba_jax.config import TabaConfig, TrainConfig
 from taba_jax.data import synthetic
 from taba_jax.data.dataset import MultiTaskDataset
@@ -147,6 +147,22 @@ def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_t
     monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("the cached trainings were not used"))
     again, _ = run_taba(problem, dataset, config, 3, str(tmp_path))
     np.testing.assert_array_equal(again.labels, allocation.labels)
+
+
+def test_explore_spends_the_first_round_by_the_heuristic_then_the_greedy_spends_the_rest(dataset, tmp_path):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    config = tiny_taba_config(rounds=2, explore="equal_budget", subset_fractions=(0.5,))
+    allocation, _ = run_taba(problem, dataset, config, 3, str(tmp_path))
+    pilot = taba.pilot_allocation(problem, taba.pilot_size(problem, 0.1), 3)
+    pilot_cost = problem.cost_of(pilot.labels)
+    halfway = BudgetProblem(problem.task_names, problem.costs, problem.num_images,
+                            pilot_cost + (problem.budget - pilot_cost) / 2)
+    explored = allocate(halfway, "equal_budget", initial=pilot, seed=3)
+    (round2,) = allocation.info["taba"]["rounds"]
+    assert round2["spent"] == pytest.approx(explored.spent)
+    points = taba.CurvePoints.from_json(round2["points"])
+    np.testing.assert_array_equal(points.labels[1], explored.labels.sum(axis=0))  # refit on the explored set
+    assert np.all(allocation.labels[explored.labels]) and problem.budget - 1 < allocation.spent <= problem.budget
 
 
 def test_refit_fits_each_task_on_its_own_information_and_keeps_tasks_without_own_labels():
