@@ -29,7 +29,7 @@ setuptools.setup(
     ],
     extras_require={
         # scikit-learn ships the real images (handwritten digits) of tests/test_learnability.py.
-        "test": ["pytest>=8", "hypothesis>=6.100", "scikit-learn>=1.3", "ray>=2.40"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "scikit-learn>=1.3", "ray>=2.40"],
         # Sweeps as Ray tasks on a cluster: --config.executor=ray (taba_jax.executors.RayTasks).
         "ray": ["ray>=2.40"],
         # PyTorch is only a yardstick for benchmarks/train_throughput.py, never a dependency.
