@@ -18,7 +18,7 @@ import numpy as np
 
 from taba_jax import distributed, executors, io_utils, report, taba, train_job
 from taba_jax.budget import BudgetProblem, allocate
-from taba_jax.config import ExperimentConfig, to_json
+from taba_jax.config import ExperimentConfig, parse, to_json
 from taba_jax.data.dataset import MultiTaskDataset
 from taba_jax.errors import ConfigError
 from taba_jax.records import ExperimentRecord
@@ -227,7 +227,7 @@ def _check_same_config(config: ExperimentConfig, workdir: str) -> None:
     if not os.path.exists(path):
         io_utils.write_json(path, current)
         return
-    saved = _load_json(path)
+    saved = _as_read_now(_load_json(path), config)
     # TABA variants may be added to a workdir; one already there must keep its definition.
     saved_variants, variants = saved.pop("taba_variants", {}), current.pop("taba_variants")
     differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
@@ -239,6 +239,19 @@ def _check_same_config(config: ExperimentConfig, workdir: str) -> None:
                                        "taba_variants be added); use a new workdir")
     if set(variants) - set(saved_variants):
         io_utils.write_json(path, {**current, "taba_variants": {**saved_variants, **variants}})
+
+
+def _as_read_now(saved: dict, config: ExperimentConfig) -> dict:
+    """A workdir's saved config as this version reads it: fields added since it was written take
+    their defaults (a saved config this version cannot read is compared as it is)."""
+    selection = {k: v for k, v in to_json(config).items() if k in RUN_SELECTION_FIELDS}
+    try:
+        parsed = parse(ExperimentConfig, {**saved, **selection,
+                                          "taba_variants": {**saved.get("taba_variants", {}), **config.taba_variants}})
+    except (ConfigError, TypeError, ValueError):
+        return saved
+    read = json.loads(json.dumps({k: v for k, v in to_json(parsed).items() if k not in RUN_SELECTION_FIELDS}))
+    return {**read, "taba_variants": saved.get("taba_variants", {})}
 
 
 def _reference_path(workdir: str, seed: int) -> str:

@@ -130,6 +130,19 @@ def test_taba_variants_run_beside_taba_on_its_pilot_and_are_paired_with_it(tmp_p
         experiment.run(changed, str(tmp_path), progress=False)
 
 
+def test_a_workdir_saved_before_a_field_existed_reads_it_as_its_default(tmp_path):
+    config = tiny_config()
+    experiment._check_same_config(config, str(tmp_path))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["taba"]["explore"]  # as an older version wrote it
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    experiment._check_same_config(config, str(tmp_path))
+    saved["taba"]["rho"] = 0.3
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"holds runs of another config: config.taba differ"):
+        experiment._check_same_config(config, str(tmp_path))
+
+
 def test_taba_variants_are_checked_as_taba_configs():
     with pytest.raises(ConfigError, match=r"config.strategies: 'taba:fast' names no entry of config.taba_variants "
                                           r"\(\[.*'slow'\]\)"):
