@@ -46,6 +46,7 @@ TABA_VARIANTS = {
     "rounds3_delta_m": {"rounds": 3, "curve_fit": "metric", "objective": "delta_m"},
     "delta_m": {"curve_fit": "metric", "objective": "delta_m"},
     # the first half of the money after the pilot by equal_budget, the curves refitted there, the rest by the greedy
+    "explore": {"rounds": 2, "explore": "equal_budget"},
     "explore_delta_m": {"rounds": 2, "explore": "equal_budget", "curve_fit": "metric", "objective": "delta_m"},
 }
 # The default recipe (TrainConfig(): 750 steps of 12 images per task, widths 16, 32, 64) learns every

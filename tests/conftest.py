@@ -10,7 +10,15 @@ import os
 import shutil
 import tempfile
 
-import jax
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under pytest-xdist
+if _WORKER.startswith("gw") and hasattr(os, "sched_setaffinity"):
+    # One core per xdist worker (and the subprocesses it starts), set before jax sizes its thread
+    # pools: workers whose XLA threads all fought for every core made the suite slower.
+    _CORES = sorted(os.sched_getaffinity(0))
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) <= len(_CORES):
+        os.sched_setaffinity(0, {_CORES[int(_WORKER[2:]) % len(_CORES)]})
+
+import jax  # noqa: E402
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="taba_jax_tests_xla_cache_")
@@ -19,3 +27,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
     jax.config.update("jax_compilation_cache_dir", _CACHE)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+# The longest tests (one subprocess-heavy job each) start first, so that the workers' queues end on
+# short tests instead of one worker finishing a two-minute test alone (longest-first scheduling).
+LONG_FIRST = (
+    "test_readme.py::test_readme_commands_and_code_run_in_order",
+    "test_experiment.py::test_parallel_workers_and_ray_write_the_same_records_as_one_process",
+    "test_distributed.py::test_two_processes_build_and_stream_a_taskonomy_tree_like_one",
+    "test_distributed.py::test_two_processes_train_like_one_and_their_checkpoint_restores_in_one",
+    "test_train.py::test_four_devices_match_one_device",
+    "test_distributed.py::test_two_process_sweep_writes_the_records_of_one_process",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.rsplit("/", 1)[-1], len(rank)))  # stable: others keep order

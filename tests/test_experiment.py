@@ -154,7 +154,8 @@ def test_taba_variants_are_checked_as_taba_configs():
     with pytest.raises(ConfigError, match=r"config.taba_variants.slow.gamma: needs one value or one per task"):
         tiny_config(strategies=("taba:slow",), taba_variants={"slow": {"gamma": (0.5, 0.4, 0.3)}})
     every = tiny_config(strategies=("all",), taba_variants={"slow": {"rounds": 2}}).strategy_list
-    assert every[every.index("taba"):] == ["taba", "taba:delta_m", "taba:explore_delta_m", "taba:rounds3_delta_m", "taba:slow"]
+    assert every[every.index("taba"):] == ["taba", "taba:delta_m", "taba:explore", "taba:explore_delta_m",
+                                          "taba:rounds3_delta_m", "taba:slow"]
 
 
 def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
