@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import os
+import threading
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
@@ -48,10 +49,17 @@ def read_image(path, modes: tuple[str, ...]) -> tuple[np.ndarray, str]:
     return array, mode
 
 
+# np.load parses each header with ast.literal_eval, and CPython 3.11's ast is not thread-safe: files
+# read in parallel by `threaded_map` failed with "SystemError: AST constructor recursion depth
+# mismatch" (seen on 3.11.7 under load). One load at a time; the decoding of images stays parallel.
+_NPY_LOCK = threading.Lock()
+
+
 def read_npy(path) -> np.ndarray:
     """np.load without pickles, with the path in any error."""
     try:
-        return np.load(path, allow_pickle=False)
+        with _NPY_LOCK:
+            return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(path, f"unreadable .npy file ({e})") from None
 
