@@ -11,7 +11,7 @@
 4. `allocate(problem, "taba", information, initial=pilot)`: the pilot is part of the allocation and
    its cost is inside the budget.
 
-Two measured deviations from METHOD.md, both off by default (README, "TABA in rounds"):
+Three measured deviations from METHOD.md, all off by default (README, "TABA in rounds"):
 - `config.rounds = R > 1` spends the budget after the pilot in R equal rounds. Before each round but
   the first, models are trained on everything bought so far and on its nested subsets, and every
   task's learning curve is refitted on those points (its information U_t under S, its validation
@@ -21,6 +21,8 @@ Two measured deviations from METHOD.md, both off by default (README, "TABA in ro
   error is worth, `w_t = E_t(0) / M_t(ref)`, with both read off the task's fitted metric-error curve
   (M_t(ref) extrapolated to the whole pool): the greedy then maximizes the predicted Delta_m, which
   normalises by the reference metric, instead of the mean relative loss reduction.
+- `config.explore = "<heuristic>"` (with rounds > 1) spends the first round by that heuristic, so
+  that the refit sees every task beyond the pilot before the greedy spends the rest.
 
 `run` is what "taba" means everywhere (launchers, experiments); it skips the estimation only when
 affinity, gamma and kappa are all given.
