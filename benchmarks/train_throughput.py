@@ -13,9 +13,9 @@ frameworks' steps alternate, so load from elsewhere hits both alike), and the JA
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from taba_jax import train
 from taba_jax.config import TrainConfig
@@ -61,10 +61,16 @@ def jax_step(images, targets):
     # Task g's batch of step i lives at rows (i * groups + g) * batch + arange(batch) of the flat pool.
     flat_targets = {t: np.repeat(v[:, None], groups, axis=1).reshape((-1,) + v.shape[2:]) for t, v in targets.items()}
     definition = train.StepDefinition(build_model(tasks, config), tuple(tasks), (1.0,) * len(tasks), "per_task")
-    state = jax.jit(lambda key: train.init_state(definition, key, images.shape[3:], config))(jax.random.key(0))
+    # Laid out as the Trainer lays them out: state and data replicated, each task's batch split over
+    # the mesh's `data` axis (every device of the process; one unless XLA_FLAGS makes more).
+    mesh = train.data_mesh()
+    replicated, index_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
+    state = jax.jit(lambda key: train.init_state(definition, key, images.shape[3:], config),
+                    out_shardings=replicated)(jax.random.key(0))
     data = jax.device_put({"images": flat_images, "targets": flat_targets,
-                           "labeled": np.ones((len(flat_images), len(tasks)), bool)})
-    indices = [jnp.asarray((i * groups + np.arange(groups)[:, None]) * batch + np.arange(batch), jnp.int32)
+                           "labeled": np.ones((len(flat_images), len(tasks)), bool)}, replicated)
+    indices = [jax.device_put(np.asarray((i * groups + np.arange(groups)[:, None]) * batch + np.arange(batch),
+                                         np.int32), index_sharding)
                for i in range(count)]
     holder = {"state": state}
 

@@ -383,7 +383,11 @@ class TaskSpec:
     def baseline_metrics(self, targets: np.ndarray) -> dict[str, float]:
         """Metrics of the kind's trivial predictor on `targets` (e.g. all-background mIoU)."""
         prediction = self.implementation.trivial_prediction(np.asarray(targets), self.outputs)
-        return self.finalize_metrics(jax.device_get(self.metric_sums(jnp.asarray(prediction), jnp.asarray(targets))))
+        return self.finalize_metrics(jax.device_get(_jitted_metric_sums(self, prediction, targets)))
+
+
+# One compiled program per task and shape (op-by-op dispatch compiled each of the metric's many ops).
+_jitted_metric_sums = jax.jit(TaskSpec.metric_sums, static_argnums=0)
 
 
 def delta_m(results: dict[str, float], reference: dict[str, float], tasks: list[TaskSpec]) -> float:
