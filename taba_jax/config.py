@@ -210,7 +210,8 @@ class TrainConfig:
     adashare_policy_learning_rate: float = 0.01  # the policy logits' own Adam
     # One network per group of tasks ("segment+depth", "normal+edge"), each task evaluated with the network
     # that serves it (the best on the validation split among the groups that hold it); ("auto:<k>",) picks
-    # at most k groups from config.taba.affinity with taba_jax.mtl.grouping.select_groups. () = one network.
+    # at most k groups from config.taba.affinity with taba_jax.mtl.grouping.select_groups (an experiment
+    # without one uses the affinity TABA's pilot measures at each run's seed and budget). () = one network.
     groups: tuple[str, ...] = ()
     checkpoint_every: int = 100
     log_every: int = 25
@@ -552,7 +553,7 @@ class ExperimentConfig(ProblemFields, DataFields):
         require(all(b in self.budgets for b in self.oracle_budgets), "oracle_budgets",
                 f"must be among config.budgets {self.budgets!r}, got {self.oracle_budgets!r}")
         require_positive(self, "oracle_resolution")
-        _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list)
+        _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list, measures_affinity=True)
         for strategy in self.strategy_list:  # each variant that runs is a valid TabaConfig for the tasks
             if strategy.startswith("taba:"):
                 variant = self.taba_config(strategy)
@@ -594,11 +595,12 @@ class _nested:
         return False
 
 
-def _check_nested(job, num_tasks: int, uses_taba: bool) -> None:
-    """Per-task fields of the nested configs against the job's tasks (TABA's only if used)."""
+def _check_nested(job, num_tasks: int, uses_taba: bool, measures_affinity: bool = False) -> None:
+    """Per-task fields of the nested configs against the job's tasks (TABA's only if used); with
+    `measures_affinity` the job measures the affinity that "auto:<k>" groups need where none is given."""
     if uses_taba or job.train.chooses_groups:
         with _nested("taba"):
             job.taba.check_tasks(num_tasks)
     with _nested("train"):
         task_values(job.train.task_weights, num_tasks, "task_weights")
-        job.train.check_groups(job.tasks, affinity_given=job.taba.affinity is not None)
+        job.train.check_groups(job.tasks, affinity_given=job.taba.affinity is not None or measures_affinity)

@@ -151,10 +151,19 @@ def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
                                            config.ray_address, config.threads_per_worker, config.gpus_per_run)
     in_process = isinstance(executor, executors.InProcess)
     shared = (dataset, progress) if in_process else (None, False)  # workers load the cached dataset
-    references = [executors.Job(("reference", seed), functools.partial(_reference_job, config, workdir, *shared), seed)
-                  for seed in sorted({r.seed for r in todo}) if not os.path.exists(_reference_path(workdir, seed))]
+    seeds = sorted({r.seed for r in todo if not os.path.exists(_reference_path(workdir, r.seed))})
+    # Groups chosen from a measured affinity: the pilots are trained first, one job each, so that no
+    # two runs train the same pilot at once; a seed's reference takes the largest budget's pilot.
+    pilots = (sorted({(r.budget, r.seed) for r in todo} | {(max(config.budgets), s) for s in seeds})
+              if config.train.chooses_groups else [])
+    pilot_jobs = [executors.Job(("pilot",) + key, functools.partial(_pilot_job, config, workdir, *shared), key)
+                  for key in pilots]
+    references = [executors.Job(("reference", seed), functools.partial(_reference_job, config, workdir, *shared), seed,
+                                after=(("pilot", max(config.budgets), seed),)) for seed in seeds]
     job = functools.partial(_run_job, config, workdir, *shared)
-    jobs = references + [executors.Job(spec, job, spec, after=(("reference", spec.seed),)) for spec in todo]
+    jobs = pilot_jobs + references + [executors.Job(spec, job, spec, after=(("reference", spec.seed),
+                                                                           ("pilot", spec.budget, spec.seed)))
+                                      for spec in todo]
     sweep = SweepProgress(len(todo))
 
     def retrying(job, attempt, error):
@@ -173,6 +182,10 @@ def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
                     "setting": config.setting, "strategy": spec.strategy, "budget": spec.budget, "seed": spec.seed,
                     "attempts": outcome.attempts, "error": outcome.error})
             say(sweep.line(outcome), flush=True)
+        elif outcome.job.key[0] == "pilot":
+            budget, seed = outcome.job.arg
+            say(f"pilot of budget {budget:g}, seed {seed} " + ("trained" if outcome.ok else f"FAILED; its runs "
+                f"are not run:\n{outcome.error}"), flush=True)
         elif outcome.ok:
             say(f"full-supervision reference of seed {outcome.job.arg} trained", flush=True)
         else:
@@ -195,6 +208,33 @@ def _job_dataset(config: ExperimentConfig, workdir: str, dataset: MultiTaskDatas
     return dataset if dataset is not None else train_job.load_dataset(config, workdir)
 
 
+def _pilot_estimate(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset, budget: float, seed: int,
+                    progress: bool) -> taba.Estimate:
+    """The estimate on TABA's pilot at (budget, seed), in plain `taba`'s folder (so its run reuses it)."""
+    problem = BudgetProblem(config.tasks, config.costs, len(dataset.train), budget)
+    return taba.pilot_estimate(problem, dataset, config.taba, config.train, seed,
+                               _taba_folder(workdir, "taba", budget, seed), progress)[1]
+
+
+def _pilot_job(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset | None, progress: bool,
+               budget_seed: tuple[float, int]) -> None:
+    _pilot_estimate(config, workdir, _job_dataset(config, workdir, dataset), *budget_seed, progress)
+
+
+def _train_config(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset, budget: float, seed: int):
+    """config.train, with "auto:<k>" groups (no affinity given) chosen from the affinity the pilot at
+    (budget, seed) measured (trained by its pilot job before)."""
+    if not config.train.chooses_groups:
+        return config.train
+    affinity = _pilot_estimate(config, workdir, dataset, budget, seed, False).information.affinity
+    return train_job.choose_groups(config, affinity).train
+
+
+def _taba_folder(workdir: str, strategy: str, budget: float, seed: int) -> str:
+    """Where TABA's estimate and rounds of one run live; a variant's own pilot estimate is in its folder."""
+    return os.path.join(workdir, "taba", *strategy.split(":")[1:], f"b{budget:g}_s{seed}")
+
+
 def _reference_job(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset | None, progress: bool,
                    seed: int) -> str:
     """Trains the full-supervision reference of `seed`; returns its results.json path."""
@@ -202,7 +242,8 @@ def _reference_job(config: ExperimentConfig, workdir: str, dataset: MultiTaskDat
     path = _reference_path(workdir, seed)
     directory = os.path.dirname(path)
     everything = {t: np.arange(len(dataset.train)) for t in config.tasks}
-    results = train_and_evaluate(dataset, everything, config.train, directory, seed=seed, progress=progress)
+    train_config = _train_config(config, workdir, dataset, max(config.budgets), seed)
+    results = train_and_evaluate(dataset, everything, train_config, directory, seed=seed, progress=progress)
     _drop_checkpoints(directory, config)
     io_utils.write_json(path, results)
     return path
@@ -265,9 +306,9 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
     estimate = None
     if spec.strategy == "taba" or spec.strategy.startswith("taba:"):
         # A variant's pilot is the plain TABA's (same seed and rho), estimated in its own folder.
-        folder = os.path.join(workdir, "taba", *spec.strategy.split(":")[1:], f"b{spec.budget:g}_s{spec.seed}")
         allocation, information = taba.run(problem, dataset, config.taba_config(spec.strategy), config.train,
-                                           spec.seed, folder, progress)
+                                           spec.seed, _taba_folder(workdir, spec.strategy, spec.budget, spec.seed),
+                                           progress)
         found = allocation.info.get("taba", {})
         estimate = {**information.to_json(), "predicted_objective": allocation.info["objective"],
                     **{k: found.get(k) for k in ("pilot_size", "subset_sizes", "subset_losses", "subset_errors")},
@@ -276,8 +317,9 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
         allocation = allocate(problem, spec.strategy, seed=spec.seed)
     directory = os.path.join(workdir, "runs", spec.name)
     allocation.save(os.path.join(directory, "allocation.npz"))
-    results = train_and_evaluate(dataset, allocation.labeled_sets(), config.train, directory, seed=spec.seed,
-                                 progress=progress)
+    results = train_and_evaluate(dataset, allocation.labeled_sets(),
+                                 _train_config(config, workdir, dataset, spec.budget, spec.seed), directory,
+                                 seed=spec.seed, progress=progress)
     _drop_checkpoints(directory, config)
     tasks = dataset.task_specs(config.tasks)
     summary = allocation.to_json()

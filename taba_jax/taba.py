@@ -312,6 +312,14 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     return estimate
 
 
+def pilot_estimate(problem: BudgetProblem, dataset: MultiTaskDataset, config: TabaConfig, train_config: TrainConfig,
+                   seed: int, workdir: str, progress: bool = False) -> tuple[Allocation, Estimate]:
+    """TABA's pilot for `problem` and the estimate trained on it (cached in `workdir`): where `run`
+    starts, and what anything else that needs the measured affinity reads (the same cache)."""
+    pilot = pilot_allocation(problem, pilot_size(problem, config.rho), seed)
+    return pilot, estimate_information(dataset, pilot, config, train_config, seed, workdir, progress)
+
+
 def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaConfig, train_config: TrainConfig,
         seed: int, workdir: str, progress: bool = False) -> tuple[Allocation, InformationModel]:
     """Pilot -> estimate -> greedy. Returns the allocation (pilot included, within budget) and the
@@ -327,8 +335,7 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
     if dataset is None:
         raise ValueError("TABA needs images to estimate its information model: give a dataset, or all of "
                          "config.taba.affinity, config.taba.gamma and config.taba.kappa")
-    pilot = pilot_allocation(problem, pilot_size(problem, config.rho), seed)
-    estimate = estimate_information(dataset, pilot, config, train_config, seed, workdir, progress)
+    pilot, estimate = pilot_estimate(problem, dataset, config, train_config, seed, workdir, progress)
     information, allocation, rounds = estimate.information, pilot, []
     intercept, pilot_cost = estimate.intercept, problem.cost_of(pilot.labels)
     for index in range(config.rounds):

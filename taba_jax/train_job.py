@@ -144,13 +144,14 @@ def check_tasks(config) -> list[TaskSpec] | None:
         raise ConfigError("config.tasks", str(e)) from None
 
 
-def choose_groups(config):
+def choose_groups(config, affinity=None):
     """The job config (TrainJobConfig or ExperimentConfig) with `config.train.groups=("auto:<k>",)`
-    replaced by the at most k groups `taba_jax.mtl.grouping.select_groups` picks from
-    `config.taba.affinity`; other configs as they are."""
-    if not config.train.chooses_groups:
+    replaced by the at most k groups `taba_jax.mtl.grouping.select_groups` picks from `affinity`
+    (default `config.taba.affinity`); other configs, or auto without any affinity, as they are."""
+    affinity = config.taba.affinity if affinity is None else affinity
+    if not config.train.chooses_groups or affinity is None:
         return config
-    grouping = select_groups(np.asarray(config.taba.affinity), int(config.train.groups[0][len("auto:"):]))
+    grouping = select_groups(np.asarray(affinity), int(config.train.groups[0][len("auto:"):]))
     groups = tuple("+".join(config.tasks[t] for t in group) for group in grouping.groups)
     return dataclasses.replace(config, train=dataclasses.replace(config.train, groups=groups))
 

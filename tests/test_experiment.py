@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from taba_jax import config as cfg
-from taba_jax import executors, experiment, io_utils, report
+from taba_jax import executors, experiment, io_utils, report, taba
+from taba_jax.mtl.grouping import select_groups
 from taba_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,6 +315,29 @@ def test_a_failing_run_is_retried_recorded_and_tried_again_on_rerun(tmp_path, mo
     monkeypatch.setattr(experiment, "_run_one", real)
     assert len(experiment.run(config, str(tmp_path), progress=False)) == 2  # the failed run only is run again
     assert experiment.failures(str(tmp_path)) == []
+
+
+def test_auto_groups_without_an_affinity_come_from_each_pilots_measured_affinity(tmp_path, monkeypatch):
+    config = tiny_config(strategies=("equal_budget", "taba"), seeds=(0,), budgets=(260, 520))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, groups=("auto:2",)))
+    pilot_trainings = []
+    real = taba._validation_curves
+    monkeypatch.setattr(taba, "_validation_curves", lambda *a, **k: pilot_trainings.append(1) or real(*a, **k))
+    records = experiment.run(config, str(tmp_path), progress=False)
+    assert len(records) == 4 and len(pilot_trainings) == 2  # one pilot per budget, reused by its taba run
+
+    def chosen(budget):
+        estimate = json.loads((tmp_path / "taba" / f"b{budget}_s0" / "estimate.json").read_text())["estimate"]
+        grouping = select_groups(np.asarray(estimate["information"]["affinity"]), 2)
+        return [[config.tasks[t] for t in group] for group in grouping.groups]
+
+    for record in records:
+        groups = chosen(int(record.budget))
+        run = tmp_path / "runs" / f"{record.strategy}_b{record.budget:g}_s0"
+        assert sorted(p.name for p in run.glob("group*")) == [f"group{g}" for g in range(len(groups))]
+        assert all(task in groups[m["group"]] for task, m in record.metrics.items())
+    reference = json.loads((tmp_path / "reference" / "seed0" / "results.json").read_text())
+    assert [g["tasks"] for g in reference["groups"]] == chosen(520)  # the largest budget's pilot
 
 
 def test_runner_trains_the_groups_chosen_from_the_affinity(tmp_path):
