@@ -545,8 +545,8 @@ class ExperimentConfig(ProblemFields, DataFields):
         require_names(self.strategies, "strategies")
         if self.strategies != ("all",):
             for strategy in self.strategies:
-                if strategy.startswith("taba:"):
-                    require(strategy[5:] in self.taba_variants, "strategies",
+                if taba_variant(strategy) is not None:
+                    require(taba_variant(strategy) in self.taba_variants, "strategies",
                             f"{strategy!r} names no entry of config.taba_variants ({sorted(self.taba_variants)})")
                 else:
                     self.check_strategy(strategy, "strategies")
@@ -555,9 +555,9 @@ class ExperimentConfig(ProblemFields, DataFields):
         require_positive(self, "oracle_resolution")
         _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list, measures_affinity=True)
         for strategy in self.strategy_list:  # each variant that runs is a valid TabaConfig for the tasks
-            if strategy.startswith("taba:"):
+            if taba_variant(strategy) is not None:
                 variant = self.taba_config(strategy)
-                with _nested(f"taba_variants.{strategy[5:]}"):
+                with _nested(f"taba_variants.{taba_variant(strategy)}"):
                     variant.check_tasks(len(self.tasks))
 
     @property
@@ -569,9 +569,9 @@ class ExperimentConfig(ProblemFields, DataFields):
 
     def taba_config(self, strategy: str) -> TabaConfig:
         """TABA's config for strategy "taba" or "taba:<variant>" (config.taba with the variant's fields)."""
-        if strategy == "taba":
+        name = taba_variant(strategy)
+        if name is None:
             return self.taba
-        name = strategy.split(":", 1)[1]
         return parse(TabaConfig, {**to_json(self.taba), **self.taba_variants[name]}, f"taba_variants.{name}")
 
     def strategies_at(self, budget: float) -> list[str]:
@@ -593,6 +593,16 @@ class _nested:
         if isinstance(error, ConfigError):
             raise error.under(self.prefix) from None
         return False
+
+
+def taba_variant(strategy: str) -> str | None:
+    """`<name>` of an experiment strategy "taba:<name>" (an entry of config.taba_variants), else None."""
+    return strategy[len("taba:"):] if strategy.startswith("taba:") else None
+
+
+def runs_taba(strategy: str) -> bool:
+    """Whether an experiment strategy is TABA: plain "taba" or one of its variants."""
+    return strategy == "taba" or taba_variant(strategy) is not None
 
 
 def _check_nested(job, num_tasks: int, uses_taba: bool, measures_affinity: bool = False) -> None:

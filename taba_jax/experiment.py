@@ -18,7 +18,7 @@ import numpy as np
 
 from taba_jax import distributed, executors, io_utils, report, taba, train_job
 from taba_jax.budget import BudgetProblem, allocate
-from taba_jax.config import ExperimentConfig, parse, to_json
+from taba_jax.config import ExperimentConfig, parse, runs_taba, taba_variant, to_json
 from taba_jax.data.dataset import MultiTaskDataset
 from taba_jax.errors import ConfigError
 from taba_jax.records import ExperimentRecord
@@ -232,7 +232,8 @@ def _train_config(config: ExperimentConfig, workdir: str, dataset: MultiTaskData
 
 def _taba_folder(workdir: str, strategy: str, budget: float, seed: int) -> str:
     """Where TABA's estimate and rounds of one run live; a variant's own pilot estimate is in its folder."""
-    return os.path.join(workdir, "taba", *strategy.split(":")[1:], f"b{budget:g}_s{seed}")
+    variant = taba_variant(strategy)
+    return os.path.join(workdir, "taba", *([variant] if variant else []), f"b{budget:g}_s{seed}")
 
 
 def _reference_job(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset | None, progress: bool,
@@ -304,7 +305,7 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
     start = time.perf_counter()
     problem = BudgetProblem(config.tasks, config.costs, len(dataset.train), spec.budget)
     estimate = None
-    if spec.strategy == "taba" or spec.strategy.startswith("taba:"):
+    if runs_taba(spec.strategy):
         # A variant's pilot is the plain TABA's (same seed and rho), estimated in its own folder.
         allocation, information = taba.run(problem, dataset, config.taba_config(spec.strategy), config.train,
                                            spec.seed, _taba_folder(workdir, spec.strategy, spec.budget, spec.seed),
