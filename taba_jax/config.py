@@ -278,7 +278,8 @@ class TrainConfig:
         """The groups against the job's tasks: known tasks, each in some group; auto needs an affinity."""
         if self.chooses_groups:
             require(affinity_given, "groups", f"{self.groups[0]!r} chooses groups from config.taba.affinity; give it "
-                    "(e.g. the S of a TABA run's report) or name the groups (segment+depth,normal+edge)")
+                    "(e.g. the S of a TABA run's report), let strategy=taba measure it, or name the groups "
+                    "(segment+depth,normal+edge)")
             return
         named = {t for group in self.task_groups for t in group}
         unknown = sorted(named - set(task_names))
@@ -479,7 +480,8 @@ class TrainJobConfig(ProblemFields, DataFields):
         DataFields.__post_init__(self)
         require_positive(self, "budget", "seed", allow_zero=True)
         self.check_strategy(self.strategy)
-        _check_nested(self, len(self.tasks), uses_taba=self.strategy == "taba")
+        taba_runs = self.strategy == "taba"
+        _check_nested(self, len(self.tasks), uses_taba=taba_runs, measures_affinity=taba_runs)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

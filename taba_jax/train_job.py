@@ -174,8 +174,9 @@ def run(config: TrainJobConfig, workdir: str, progress: bool = True) -> dict:
     if allocation is None:
         problem = BudgetProblem(config.tasks, config.costs, pool, config.budget)
         if config.strategy == "taba":
-            allocation, _ = taba.run(problem, dataset, config.taba, config.train, config.seed,
-                                     os.path.join(workdir, "taba"), progress)
+            allocation, information = taba.run(problem, dataset, config.taba, config.train, config.seed,
+                                               os.path.join(workdir, "taba"), progress)
+            config = choose_groups(config, information.affinity)  # "auto:<k>": from the measured S
         else:
             allocation = allocate(problem, config.strategy, seed=config.seed)
     if jax.process_index() == 0:

@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from taba_jax.budget import Allocation
+from taba_jax.mtl.grouping import select_groups
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config.num_images=100", "--config.image_size=16", "--config.train.num_steps=4",
@@ -46,14 +48,18 @@ def test_strategy_then_allocation_file_with_reference(tmp_path):
     assert "Delta_m = +0.00 %" in result.stdout
 
 
-def test_strategy_taba_runs_the_pilot_estimation_and_greedy(tmp_path):
+def test_strategy_taba_runs_the_pilot_estimation_and_greedy_and_groups_by_the_measured_affinity(tmp_path):
     result = run_launcher(tmp_path, "--config.strategy=taba", "--config.budget=600", "--config.tasks=segment,depth",
-                          "--config.costs=10,3", "--config.taba.affinity_every=1", "--config.taba.subset_fractions=0.5")
+                          "--config.costs=10,3", "--config.taba.affinity_every=1", "--config.taba.subset_fractions=0.5",
+                          "--config.train.groups=auto:2")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "taba" / "estimate.json").exists()
+    estimate = json.loads((tmp_path / "taba" / "estimate.json").read_text())["estimate"]
     allocation = Allocation.load(tmp_path / "allocation.npz")
     assert allocation.strategy == "taba" and allocation.spent <= 600
     assert allocation.info["taba"]["pilot_size"] == 4  # 10 % of 600 buys 4 fully labeled images at 13 each
+    grouping = select_groups(np.asarray(estimate["information"]["affinity"]), 2)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [g["tasks"] for g in results["groups"]] == [[("segment", "depth")[t] for t in g] for g in grouping.groups]
 
 
 def test_launcher_prints_one_line_errors_and_a_traceback_only_when_verbose(tmp_path):
