@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 
+import jax
 import numpy as np
 from absl import app, flags
 
@@ -81,6 +82,9 @@ def run_pairs(estimate: dict) -> tuple[dict, dict]:
         records[pair] = experiment.run(pair_config(pair, estimate), workdir, progress=False)
         seconds[pair] = time.perf_counter() - start
         print(f"{pair}: {len(records[pair])} runs in {seconds[pair]:.0f} s", flush=True)
+        # Every pair compiles its own programs; kept for the whole call they exhausted the process's
+        # memory maps after 15 pairs ("LLVM compilation error: Cannot allocate memory", then a crash).
+        jax.clear_caches()
     return records, seconds
 
 
