@@ -547,8 +547,9 @@ class ExperimentConfig(ProblemFields, DataFields):
         require_names(self.strategies, "strategies")
         if self.strategies != ("all",):
             for strategy in self.strategies:
-                if taba_variant(strategy) is not None:
-                    require(taba_variant(strategy) in self.taba_variants, "strategies",
+                variant = taba_variant(strategy)
+                if variant is not None:
+                    require(variant in self.taba_variants, "strategies",
                             f"{strategy!r} names no entry of config.taba_variants ({sorted(self.taba_variants)})")
                 else:
                     self.check_strategy(strategy, "strategies")
@@ -557,10 +558,11 @@ class ExperimentConfig(ProblemFields, DataFields):
         require_positive(self, "oracle_resolution")
         _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list, measures_affinity=True)
         for strategy in self.strategy_list:  # each variant that runs is a valid TabaConfig for the tasks
-            if taba_variant(strategy) is not None:
-                variant = self.taba_config(strategy)
-                with _nested(f"taba_variants.{taba_variant(strategy)}"):
-                    variant.check_tasks(len(self.tasks))
+            variant = taba_variant(strategy)
+            if variant is not None:
+                variant_config = self.taba_config(strategy)
+                with _nested(f"taba_variants.{variant}"):
+                    variant_config.check_tasks(len(self.tasks))
 
     @property
     def strategy_list(self) -> list[str]:

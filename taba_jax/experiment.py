@@ -232,8 +232,7 @@ def _train_config(config: ExperimentConfig, workdir: str, dataset: MultiTaskData
 
 def _taba_folder(workdir: str, strategy: str, budget: float, seed: int) -> str:
     """Where TABA's estimate and rounds of one run live; a variant's own pilot estimate is in its folder."""
-    variant = taba_variant(strategy)
-    return os.path.join(workdir, "taba", *([variant] if variant else []), f"b{budget:g}_s{seed}")
+    return os.path.join(workdir, "taba", taba_variant(strategy) or "", f"b{budget:g}_s{seed}")
 
 
 def _reference_job(config: ExperimentConfig, workdir: str, dataset: MultiTaskDataset | None, progress: bool,
