@@ -194,16 +194,19 @@ def run_jobs(executor: Executor, jobs: Iterable[Job], max_retries: int = 0,
     running: dict[concurrent.futures.Future, tuple[Job, int]] = {}
     try:
         while pending or running:
-            for job in [j for j in pending if any(d in failed for d in j.after)]:
-                pending.remove(job)
-                failed.add(job.key)
-                yield Outcome(job, error=f"not run: {[d for d in job.after if d in failed]} failed", attempts=0)
+            while skipped := [j for j in pending if any(d in failed for d in j.after)]:  # dependents' dependents too
+                for job in skipped:
+                    pending.remove(job)
+                    failed.add(job.key)
+                    yield Outcome(job, error=f"not run: {[d for d in job.after if d in failed]} failed", attempts=0)
             ready = [j for j in pending if all(d in succeeded or d not in keys for d in j.after)]
             room = len(ready) if executor.capacity is None else max(executor.capacity - len(running), 0)
             for job in ready[:room]:
                 pending.remove(job)
                 running[executor.submit(job.fn, job.arg)] = (job, 1)
             if not running:
+                if not pending:  # the last jobs were dependents of a failed one
+                    break
                 raise ValueError(f"jobs {[j.key for j in pending]} wait on each other (a dependency cycle)")
             finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in finished:

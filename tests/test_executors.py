@@ -22,6 +22,13 @@ def test_dependencies_run_first_and_a_failure_skips_only_its_dependents():
     assert by_key["after_bad"].attempts == 0 and "not run: ['bad'] failed" in by_key["after_bad"].error
 
 
+def test_a_sweep_whose_last_jobs_depend_on_a_failed_one_ends_with_them_not_run():
+    jobs = [Job("bad", fail_if_negative, -1), Job("after_bad", fail_if_negative, 1, after=("bad",)),
+            Job("after_after_bad", fail_if_negative, 2, after=("after_bad",))]
+    outcomes = list(executors.run_jobs(executors.InProcess(), jobs))
+    assert [(o.job.key, o.attempts) for o in outcomes] == [("bad", 1), ("after_bad", 0), ("after_after_bad", 0)]
+
+
 def test_a_raising_job_is_retried_then_reported_and_the_sweep_goes_on():
     retries = []
     outcomes = list(executors.run_jobs(executors.InProcess(), [Job("bad", fail_if_negative, -1),
