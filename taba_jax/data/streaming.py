@@ -12,8 +12,10 @@ No JAX computation here: the map functions run in grain's worker processes (they
 from __future__ import annotations
 
 import dataclasses
+import gc
 from typing import Callable, Iterator, Mapping, Sequence
 
+import jax
 import numpy as np
 from absl import flags
 
@@ -100,7 +102,12 @@ def split_batches(split: RandomAccessSplit, tasks: Sequence[str], batch_size: in
 def _prefetched(dataset, workers: int, prefetch: int) -> Iterator:
     """`dataset` (a grain MapDataset) iterated in order with `prefetch` elements read ahead, by
     `workers` processes (round-robin, so the order is kept) or, with 0, by threads here. The workers
-    stop when the iterator is exhausted, closed or dropped."""
+    stop when the iterator is exhausted, closed or dropped.
+
+    Worker processes hand elements over in shared memory, freed when grain's arrays are deleted:
+    each element is copied out at once (a batch kept by the caller pins no shared memory), and
+    the arrays grain's closed iterator still holds in reference cycles are collected on close, so a
+    short-lived process (an experiment worker) does not exit with them leaked."""
     import grain
 
     if workers == 0:
@@ -112,6 +119,9 @@ def _prefetched(dataset, workers: int, prefetch: int) -> Iterator:
             grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
     iterator = iter(iterable)
     try:
-        yield from iterator
+        for element in iterator:
+            yield jax.tree.map(lambda leaf: np.array(leaf) if isinstance(leaf, np.ndarray) else leaf, element)
     finally:
         iterator.close()
+        del iterator
+        gc.collect()

@@ -3,6 +3,8 @@ each process reads only its columns, and a pool readable only by index is never 
 import dataclasses
 import importlib.util
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -159,3 +161,28 @@ def test_tfds_source_splits_stream_through_grain_worker_processes(tmp_path):
     streamed_metrics = train.evaluate(trainer.model, params, trainer.tasks, streamed.splits["test"], input_workers=2)
     memory_metrics = train.evaluate(trainer.model, params, trainer.tasks, memory.splits["test"])
     assert streamed_metrics == memory_metrics
+
+
+LEAK_CHECK = """
+import sys
+sys.path.insert(0, {here!r})
+from test_streaming import _arrays, _index_only
+from taba_jax.data import streaming
+
+split = _index_only(_arrays(count=12)).train  # read through grain (an in-memory split is sliced here)
+batches = streaming.split_batches(split, ["segment", "depth"], 2, workers=1)
+first = next(batches)
+batches.close()  # stopped early
+*_, last = streaming.split_batches(split, ["segment", "depth"], 2, workers=1)  # read to the end
+print(type(first[0]).__name__, type(last[1]["depth"]).__name__)  # both kept to the exit
+"""
+
+
+def test_streamed_batches_leave_no_shared_memory_behind_in_a_process_that_exits_holding_them():
+    """An experiment worker exits right after its last run: the batches grain's workers handed over
+    in shared memory must be freed by then (the resource tracker warns about leaked ones)."""
+    done = subprocess.run([sys.executable, "-c", LEAK_CHECK.format(here=HERE)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ndarray", "ndarray"]  # copied out of shared memory
+    assert "leaked shared_memory" not in done.stderr, done.stderr
