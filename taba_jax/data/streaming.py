@@ -12,14 +12,14 @@ No JAX computation here: the map functions run in grain's worker processes (they
 from __future__ import annotations
 
 import dataclasses
-import gc
 from typing import Callable, Iterator, Mapping, Sequence
 
-import jax
 import numpy as np
 from absl import flags
 
 from taba_jax.data.dataset import RandomAccessSplit, Split
+
+_NO_SHARED_MEMORY = 2**62  # grain's min_shm_size: arrays smaller than this are pickled
 
 
 def assemble_batch(split: RandomAccessSplit, tasks: Sequence[str], labeled: Mapping[str, np.ndarray],
@@ -104,10 +104,10 @@ def _prefetched(dataset, workers: int, prefetch: int) -> Iterator:
     `workers` processes (round-robin, so the order is kept) or, with 0, by threads here. The workers
     stop when the iterator is exhausted, closed or dropped.
 
-    Worker processes hand elements over in shared memory, freed when grain's arrays are deleted:
-    each element is copied out at once (a batch kept by the caller pins no shared memory), and
-    the arrays grain's closed iterator still holds in reference cycles are collected on close, so a
-    short-lived process (an experiment worker) does not exit with them leaked."""
+    Worker processes send each element pickled, not in shared memory: grain frees a shared-memory
+    element on a background thread once it is dropped, which a short-lived process (an experiment
+    worker exiting after its last run) does not wait for, so the last ones leaked. A 3 MB training
+    batch pickles and unpickles in 0.3 ms on this project's 2-core CPU."""
     import grain
 
     if workers == 0:
@@ -115,13 +115,12 @@ def _prefetched(dataset, workers: int, prefetch: int) -> Iterator:
     else:
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()  # grain reads its absl flags; outside an absl app they keep their defaults
-        iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)).mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
+        iterable = grain.experimental.WithOptionsIterDataset(
+            dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)),
+            grain.experimental.DatasetOptions(min_shm_size=_NO_SHARED_MEMORY),
+        ).mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
     iterator = iter(iterable)
     try:
-        for element in iterator:
-            yield jax.tree.map(lambda leaf: np.array(leaf) if isinstance(leaf, np.ndarray) else leaf, element)
+        yield from iterator
     finally:
         iterator.close()
-        del iterator
-        gc.collect()
