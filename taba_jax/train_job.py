@@ -126,6 +126,20 @@ def load_dataset(config, workdir: str) -> MultiTaskDataset:
         raise ConfigError("config.dataset", f"{config.dataset}: {e}") from None
 
 
+def check_ids(allocation: Allocation, pool, path: str, field: str = "config.allocation") -> None:
+    """An allocation file that records its images' ids must name the same images in this pool
+    (positions change when a dataset is built with other buildings, domains or versions)."""
+    if allocation.labeled_ids is None or not hasattr(pool, "ids"):
+        return
+    here = pool.ids(allocation.labeled_images)
+    wrong = np.flatnonzero(here != allocation.labeled_ids)
+    if len(wrong):
+        n = wrong[0]
+        raise ConfigError(field, f"{path!r} labels {len(wrong)} images this pool does not have at those positions, "
+                                 f"e.g. position {allocation.labeled_images[n]} is {here[n]!r} here and "
+                                 f"{allocation.labeled_ids[n]!r} in the file: it was made on another build of the dataset")
+
+
 def check_tasks(config) -> list[TaskSpec] | None:
     """The task specs of the job's tasks where they are known before any data is read (the
     synthetic scenes); None for a user's arrays or a TFDS dataset (checked when read or built)."""
@@ -171,7 +185,9 @@ def run(config: TrainJobConfig, workdir: str, progress: bool = True) -> dict:
     tasks = dataset.task_specs(config.tasks)
     pool = len(dataset.train)
     allocation = load_allocation(config.allocation, config.tasks, pool) if config.allocation else None
-    if allocation is None:
+    if allocation is not None:
+        check_ids(allocation, dataset.train, config.allocation)
+    else:
         problem = BudgetProblem(config.tasks, config.costs, pool, config.budget)
         if config.strategy == "taba":
             allocation, information = taba.run(problem, dataset, config.taba, config.train, config.seed,
@@ -179,6 +195,8 @@ def run(config: TrainJobConfig, workdir: str, progress: bool = True) -> dict:
             config = choose_groups(config, information.affinity)  # "auto:<k>": from the measured S
         else:
             allocation = allocate(problem, config.strategy, seed=config.seed)
+        if hasattr(dataset.train, "ids"):
+            allocation = dataclasses.replace(allocation, labeled_ids=dataset.train.ids(allocation.labeled_images))
     if jax.process_index() == 0:
         allocation.save(os.path.join(workdir, "allocation.npz"))
         print(allocation.summary(), flush=True)

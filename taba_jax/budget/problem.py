@@ -108,11 +108,22 @@ class Allocation:
     strategy: str
     seed: int
     info: dict = dataclasses.field(default_factory=dict)  # JSON-able extras, e.g. the predicted objective
+    # The pool's ids (str) of `labeled_images`, where the pool has ids (a TFDS split): a position
+    # only means an image within one build of a dataset, an id in any.
+    labeled_ids: np.ndarray | None = None
 
     def __post_init__(self):
         labels = self.problem.check_labels(self.labels, "labels")
         labels.setflags(write=False)
         object.__setattr__(self, "labels", labels)
+        if self.labeled_ids is not None:
+            ids = np.asarray(self.labeled_ids)
+            labeled = int(labels.any(axis=1).sum())
+            if ids.dtype.kind != "U" or ids.shape != (labeled,):
+                raise ValueError(f"labeled_ids must be {labeled} strings (one per labeled image), got "
+                                 f"{ids.dtype} with shape {ids.shape}")
+            ids.setflags(write=False)
+            object.__setattr__(self, "labeled_ids", ids)
 
     @property
     def counts(self) -> np.ndarray:
@@ -139,6 +150,19 @@ class Allocation:
     def labeled_sets(self) -> dict[str, np.ndarray]:
         """Indices of the labeled images of every task (what a trainer needs of an allocation)."""
         return {name: self.labeled_indices(t) for t, name in enumerate(self.problem.task_names)}
+
+    @property
+    def labeled_images(self) -> np.ndarray:
+        """Pool positions of the images with at least one label, ascending."""
+        return np.flatnonzero(self.labels.any(axis=1))
+
+    def labeled_id_sets(self) -> dict[str, np.ndarray]:
+        """The ids of the labeled images of every task (what a labelling service is sent)."""
+        if self.labeled_ids is None:
+            raise ValueError("this allocation has no labeled_ids (its pool has no ids, e.g. the synthetic scenes)")
+        row = {int(n): i for i, n in enumerate(self.labeled_images)}
+        return {name: self.labeled_ids[[row[int(n)] for n in indices]].astype(str)
+                for name, indices in self.labeled_sets().items()}
 
     def summary(self) -> str:
         """A readable table: labels and money per task, images by label count, unspent budget."""
@@ -176,7 +200,8 @@ class Allocation:
     def save(self, path: str | os.PathLike) -> None:
         """Writes labels and JSON metadata to a `.npz` file, atomically."""
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, labels=self.labels, metadata=np.array(json.dumps(self.metadata())))
+        ids = {} if self.labeled_ids is None else {"labeled_ids": self.labeled_ids}
+        np.savez_compressed(buffer, labels=self.labels, metadata=np.array(json.dumps(self.metadata())), **ids)
         with io_utils.atomic_open(path, "wb") as f:
             f.write(buffer.getvalue())
 
@@ -189,10 +214,12 @@ class Allocation:
                              "launch/allocate.py and launch/train.py write)")
         try:
             with np.load(path, allow_pickle=False) as data:
-                if set(data.files) != {"labels", "metadata"}:
-                    raise ValueError(f"expected arrays ['labels', 'metadata'], found {sorted(data.files)}")
+                if not {"labels", "metadata"} <= set(data.files) <= {"labels", "metadata", "labeled_ids"}:
+                    raise ValueError(f"expected arrays ['labels', 'metadata'] and optionally 'labeled_ids', "
+                                     f"found {sorted(data.files)}")
                 labels = data["labels"]
                 meta = json.loads(str(data["metadata"]))
+                ids = data["labeled_ids"] if "labeled_ids" in data.files else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             if isinstance(e, FileNotFoundError):
                 raise
@@ -205,7 +232,7 @@ class Allocation:
             problem = BudgetProblem(**meta["problem"])
             if _labels_digest(labels) != meta["labels_sha256"]:
                 raise ValueError("labels do not match their recorded checksum (labels_sha256)")
-            allocation = cls(labels, problem, str(meta["strategy"]), int(meta["seed"]), dict(meta["info"]))
+            allocation = cls(labels, problem, str(meta["strategy"]), int(meta["seed"]), dict(meta["info"]), ids)
             if not math.isclose(allocation.spent, float(meta["spent"]), rel_tol=1e-9, abs_tol=1e-9):
                 raise ValueError(f"spent is {meta['spent']} in the metadata but the labels cost {allocation.spent}")
             if not problem.is_affordable(allocation.spent):

@@ -39,6 +39,8 @@ class SplitReader:
             needed |= {spec.name, f"{spec.name}_present", *requires.get(spec.name, ())}
         skip = {key: tfds.decode.SkipDecoding() for key in features.keys() if key not in needed}
         self._source = builder.as_data_source(split=split, decoders=skip)
+        self._id_source = builder.as_data_source(
+            split=split, decoders={key: tfds.decode.SkipDecoding() for key in features.keys() if key != "id"})
 
     def __len__(self) -> int:
         return len(self._source)
@@ -47,6 +49,10 @@ class SplitReader:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.dataset}/{self.split} of {len(self)} examples")
         return self._decode(self._source[int(index) % len(self)])
+
+    def ids(self, indices: Sequence[int]) -> np.ndarray:
+        """The "id" (str) of the examples at `indices`, decoding no image or target."""
+        return np.array([self._id_source[int(i)]["id"].decode() for i in indices], dtype=str)
 
     def batch(self, indices: Sequence[int], size: tuple[int, int] | None = None, fit: str = "resize") -> dict:
         """Stacked examples: "id" (B,) str and each field with a leading batch axis. With `size`

@@ -129,6 +129,11 @@ class SourceSplit:
         return (batch["image"].astype(np.float32),
                 {t: _encode_invalid(batch[t], batch[f"{t}_mask"], self.kinds[t]) for t in tasks})
 
+    def ids(self, indices) -> np.ndarray:
+        """The dataset's ids (str) of the examples at `indices`: what identifies an image across
+        builds, where a position is only valid in this one."""
+        return self.readers[tuple(self.kinds)].ids(self.rows[np.asarray(indices, np.int64)])
+
     def select_tasks(self, names) -> "SourceSplit":
         names = tuple(names)
         readers = {k: r for k, r in self.readers.items() if set(k) <= set(names)}

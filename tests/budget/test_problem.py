@@ -60,6 +60,28 @@ def test_round_trip_is_exact(saved):
     assert not list(path.parent.glob(".tmp-*"))  # the temp file was renamed away
 
 
+def test_the_ids_of_the_labeled_images_round_trip_and_map_to_each_tasks_labels(saved, tmp_path):
+    import dataclasses
+
+    allocation, _ = saved
+    ids = np.array([f"building_{n}" for n in allocation.labeled_images])
+    with_ids = dataclasses.replace(allocation, labeled_ids=ids)
+    with_ids.save(tmp_path / "with_ids.npz")
+    loaded = Allocation.load(tmp_path / "with_ids.npz")
+    np.testing.assert_array_equal(loaded.labeled_ids, ids)
+    for task, id_set in loaded.labeled_id_sets().items():
+        assert list(id_set) == [f"building_{n}" for n in allocation.labeled_indices(task)]
+    with pytest.raises(ValueError, match="has no labeled_ids"):
+        allocation.labeled_id_sets()
+    with pytest.raises(ValueError, match=f"labeled_ids must be {len(ids)} strings"):
+        dataclasses.replace(allocation, labeled_ids=ids[:-1])
+    with np.load(tmp_path / "with_ids.npz") as data:
+        arrays = dict(data)
+    np.savez(tmp_path / "extra.npz", **arrays, notes=np.array("x"))
+    with pytest.raises(ValueError, match="optionally 'labeled_ids', found"):
+        Allocation.load(tmp_path / "extra.npz")
+
+
 def _rewrite(path, labels=None, meta_update=None, drop_metadata=False):
     with np.load(path) as data:
         stored_labels, meta = data["labels"], json.loads(str(data["metadata"]))

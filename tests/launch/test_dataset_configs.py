@@ -1,5 +1,6 @@
 """configs/taskonomy.py, configs/pascal.py and npz:PATH run as train jobs on tiny fixture trees (in
 this process: the config boundary, the build on first use, streaming or in-memory training, results)."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from taba_jax import config as cfg, train_job
+from taba_jax.budget import Allocation
 from taba_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,6 +47,16 @@ def test_taskonomy_config_streams_a_fixture_tree(tmp_path):
     assert json.loads((tmp_path / "work" / "results.json").read_text())["config"]["dataset"] == "taskonomy"
     built = os.listdir(tmp_path / "work" / "tfds" / "taskonomy")
     assert len(built) == 1 and built[0].startswith("tiny-")  # the config's subset, only the job's domains
+
+    # The allocation file records its images' ids, and is refused on a pool that has other images there.
+    saved = Allocation.load(tmp_path / "work" / "allocation.npz")
+    assert sorted(saved.labeled_ids) == ["alpha/point_0_view_0", "alpha/point_0_view_1", "beta/point_1_view_0"]
+    assert set(saved.labeled_id_sets()["depth_zbuffer"]) == set(saved.labeled_ids)
+    moved = dataclasses.replace(saved, labeled_ids=saved.labeled_ids[::-1].copy())
+    moved.save(tmp_path / "moved.npz")
+    with pytest.raises(ConfigError, match=r"config.allocation: .*moved.npz' labels 2 images this pool does not have"):
+        train_job.run(dataclasses.replace(job, allocation=str(tmp_path / "moved.npz")), str(tmp_path / "again"),
+                      progress=False)
 
 
 def test_pascal_config_trains_in_memory_on_a_fixture_tree(tmp_path):
