@@ -158,11 +158,15 @@ def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
               if config.train.chooses_groups else [])
     pilot_jobs = [executors.Job(("pilot",) + key, functools.partial(_pilot_job, config, workdir, *shared), key)
                   for key in pilots]
+
+    def pilot_of(budget, seed):  # the dependency on a pilot job, where there are any
+        return (("pilot", budget, seed),) if pilots else ()
+
     references = [executors.Job(("reference", seed), functools.partial(_reference_job, config, workdir, *shared), seed,
-                                after=(("pilot", max(config.budgets), seed),)) for seed in seeds]
+                                after=pilot_of(max(config.budgets), seed)) for seed in seeds]
     job = functools.partial(_run_job, config, workdir, *shared)
     jobs = pilot_jobs + references + [executors.Job(spec, job, spec, after=(("reference", spec.seed),
-                                                                           ("pilot", spec.budget, spec.seed)))
+                                                                           *pilot_of(spec.budget, spec.seed)))
                                       for spec in todo]
     sweep = SweepProgress(len(todo))
 
