@@ -320,7 +320,7 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
     else:
         allocation = allocate(problem, spec.strategy, seed=spec.seed)
     directory = os.path.join(workdir, "runs", spec.name)
-    allocation.save(os.path.join(directory, "allocation.npz"))
+    train_job.with_ids(allocation, dataset.train).save(os.path.join(directory, "allocation.npz"))
     results = train_and_evaluate(dataset, allocation.labeled_sets(),
                                  _train_config(config, workdir, dataset, spec.budget, spec.seed), directory,
                                  seed=spec.seed, progress=progress)

@@ -126,6 +126,13 @@ def load_dataset(config, workdir: str) -> MultiTaskDataset:
         raise ConfigError("config.dataset", f"{config.dataset}: {e}") from None
 
 
+def with_ids(allocation: Allocation, pool) -> Allocation:
+    """The allocation with the pool's ids of the images it labels, where the pool has ids (TFDS)."""
+    if not hasattr(pool, "ids"):
+        return allocation
+    return dataclasses.replace(allocation, labeled_ids=pool.ids(allocation.labeled_images))
+
+
 def check_ids(allocation: Allocation, pool, path: str, field: str = "config.allocation") -> None:
     """An allocation file that records its images' ids must name the same images in this pool
     (positions change when a dataset is built with other buildings, domains or versions)."""
@@ -195,8 +202,7 @@ def run(config: TrainJobConfig, workdir: str, progress: bool = True) -> dict:
             config = choose_groups(config, information.affinity)  # "auto:<k>": from the measured S
         else:
             allocation = allocate(problem, config.strategy, seed=config.seed)
-        if hasattr(dataset.train, "ids"):
-            allocation = dataclasses.replace(allocation, labeled_ids=dataset.train.ids(allocation.labeled_images))
+        allocation = with_ids(allocation, dataset.train)
     if jax.process_index() == 0:
         allocation.save(os.path.join(workdir, "allocation.npz"))
         print(allocation.summary(), flush=True)

@@ -13,6 +13,7 @@ import pytest
 
 from taba_jax import config as cfg
 from taba_jax import executors, experiment, io_utils, report, taba
+from taba_jax.budget import Allocation
 from taba_jax.mtl.grouping import select_groups
 from taba_jax.errors import ConfigError
 
@@ -352,3 +353,22 @@ def test_runner_trains_the_groups_chosen_from_the_affinity(tmp_path):
     run = tmp_path / "runs" / "equal_budget_b260_s0"
     assert (run / "group0").is_dir() and not (run / "group0" / "checkpoints").exists()
     assert {m["group"] for m in record.metrics.values()} == {0} and isinstance(record.delta_m, float)
+
+
+def test_an_experiment_streams_a_tfds_pool_and_its_allocation_files_name_the_images(tmp_path):
+    spec = importlib.util.spec_from_file_location("taskonomy_fixture",
+                                                  os.path.join(ROOT, "tests", "data", "test_builders_taskonomy.py"))
+    fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixture)
+    views = {"alpha": [(0, v) for v in range(6)], "beta": [(1, 0)], "gamma": [(2, 0)], "delta": [(3, 0)]}
+    fixture.write_omnidata_tree(str(tmp_path / "raw"), views)
+    config = experiment_config.get_config("taskonomy")
+    config.update(manual_dir=str(tmp_path / "raw"), image_size=8, tasks=("segment_semantic", "depth_zbuffer"),
+                  costs=(10.0, 3.0), budgets=(30.0,), seeds=(0,), strategies=("equal_budget",))
+    config.train.update(TINY_TRAIN, input_workers=0)
+    [record] = experiment.run(cfg.parse(cfg.ExperimentConfig, config), str(tmp_path / "work"), progress=False)
+    assert record.labels == {"segment_semantic": 1, "depth_zbuffer": 5}  # 15 of the 30 per task
+    allocation = Allocation.load(tmp_path / "work" / "runs" / "equal_budget_b30_s0" / "allocation.npz")
+    pool = {f"alpha/point_0_view_{v}" for v in range(6)} | {"beta/point_1_view_0"}  # the train buildings' views
+    ids = allocation.labeled_id_sets()
+    assert {t: len(set(i)) for t, i in ids.items()} == record.labels and set(allocation.labeled_ids) <= pool
