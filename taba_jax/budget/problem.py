@@ -117,7 +117,7 @@ class Allocation:
         labels.setflags(write=False)
         object.__setattr__(self, "labels", labels)
         if self.labeled_ids is not None:
-            ids = np.asarray(self.labeled_ids)
+            ids = np.array(self.labeled_ids)  # a copy, made read-only
             labeled = int(labels.any(axis=1).sum())
             if ids.dtype.kind != "U" or ids.shape != (labeled,):
                 raise ValueError(f"labeled_ids must be {labeled} strings (one per labeled image), got "
@@ -160,8 +160,7 @@ class Allocation:
         """The ids of the labeled images of every task (what a labelling service is sent)."""
         if self.labeled_ids is None:
             raise ValueError("this allocation has no labeled_ids (its pool has no ids, e.g. the synthetic scenes)")
-        row = {int(n): i for i, n in enumerate(self.labeled_images)}
-        return {name: self.labeled_ids[[row[int(n)] for n in indices]].astype(str)
+        return {name: self.labeled_ids[np.searchsorted(self.labeled_images, indices)]
                 for name, indices in self.labeled_sets().items()}
 
     def summary(self) -> str:

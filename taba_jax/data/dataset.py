@@ -25,7 +25,7 @@ SPLITS = ("train", "validation", "test")
 class RandomAccessSplit(Protocol):
     """One split read by index: the only way the trainer, TABA and the evaluation read images.
     A split may also have `ids(indices) -> (B,) str`, the examples' stable ids (a TFDS split's),
-    which the allocation files of a train job record beside the positions."""
+    which allocation files record beside the positions."""
 
     def __len__(self) -> int: ...
 
