@@ -185,7 +185,8 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
     labels = _mean_labels(records, tasks)
     lines += ["", "Labels bought per task (mean over seeds):", "",
               "| strategy | budget | " + " | ".join(labels["tasks"]) + " |", "|---|---:|" + "---:|" * len(labels["tasks"])]
-    for (s, b), counts in labels["counts"].items():
+    first_seen = {s: i for i, s in enumerate(dict.fromkeys(r.strategy for r in records))}
+    for (s, b), counts in sorted(labels["counts"].items(), key=lambda item: (first_seen[item[0][0]], item[0][1])):
         lines.append(f"| {s} | {b:g} | " + " | ".join(f"{c:.0f}" for c in counts) + " |")
     if references:
         lines += ["", f"Full-supervision reference (every label of the pool), primary metric per task, mean over its "

@@ -228,6 +228,16 @@ def test_paired_difference_cancels_seed_noise_and_says_when_it_is_real():
     assert "| 100 | taba | random_pairs | +0.50 |" in text and "not resolved (≈ 6 seeds needed)" in text
 
 
+def test_the_labels_table_lists_each_strategys_budgets_together_in_ascending_order():
+    # Runs finish out of order when they run side by side.
+    records = [record("taba", 0, -1.0, 300.0), record("equal_budget", 0, -2.0, 100.0),
+               record("taba", 0, -3.0, 100.0), record("equal_budget", 0, -4.0, 300.0)]
+    text = report.markdown(records, "t", ["a"])
+    rows = [line.split(" | ")[:2] for line in text.splitlines()[text.splitlines().index(
+        "Labels bought per task (mean over seeds):") + 4:] if line.startswith("| ")]
+    assert rows == [["| taba", "100"], ["| taba", "300"], ["| equal_budget", "100"], ["| equal_budget", "300"]]
+
+
 def test_oracle_is_the_best_fixed_share_allocation_and_fractions_of_its_gain():
     records = [record("equal_budget", s, -10.0) for s in (0, 1)] + [record("taba", s, -4.0) for s in (0, 1)]
     records += [record("random_pairs", s, -12.0) for s in (0, 1)]
