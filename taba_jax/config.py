@@ -437,6 +437,9 @@ class DataFields:
         require_positive(self, "data_seed", allow_zero=True)
 
 
+NO_DATASET = "none"  # launch/allocate.py: a pool of config.num_images images, no data
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ProblemFields:
     """Tasks and their label costs (top-level fields of a job config)."""
@@ -485,25 +488,32 @@ class TrainJobConfig(ProblemFields, DataFields):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AllocateJobConfig(ProblemFields):
-    """`launch/allocate.py`: an allocation of a pool of `num_images` images, no data needed."""
+class AllocateJobConfig(ProblemFields, DataFields):
+    """`launch/allocate.py`: an allocation of the train split of `dataset` (read as a train job
+    reads it; a TFDS pool's image ids go into the file), or with dataset="none" of a pool of
+    `num_images` images that no data stands behind (TABA then needs its information model given)."""
 
-    num_images: int = 10_000
+    dataset: str = NO_DATASET
+    num_images: int = 10_000  # dataset="none": the pool; synthetic: scenes generated (the pool is 80 %)
     budget: float = 30_000.0
     strategy: str = "taba"
     seed: int = 0
     taba: TabaConfig = TabaConfig()
+    train: TrainConfig = TrainConfig()  # the pilot's training, where TABA estimates on the dataset
 
     def __post_init__(self):
         ProblemFields.__post_init__(self)
+        if self.dataset != NO_DATASET:
+            DataFields.__post_init__(self)
         require_positive(self, "num_images")
         require_positive(self, "budget", "seed", allow_zero=True)
         self.check_strategy(self.strategy)
         if self.strategy == "taba":
             with _nested("taba"):
                 self.taba.check_tasks(len(self.tasks))
-            require(self.taba.known, "taba", "launch/allocate.py has no images to run TABA's pilot on: give "
-                    "config.taba.affinity, config.taba.gamma and config.taba.kappa (or use launch/train.py)")
+            require(self.taba.known or self.dataset != NO_DATASET, "taba",
+                    "dataset='none' has no images to run TABA's pilot on: give config.taba.affinity, "
+                    "config.taba.gamma and config.taba.kappa, or a config.dataset")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -213,10 +213,15 @@ def test_npz_dataset_needs_no_manual_dir():
     assert parse_train_job(dataset="npz:/data/arrays.npz").dataset == "npz:/data/arrays.npz"
 
 
-def test_allocate_job_with_taba_needs_known_parameters():
+def test_allocate_job_with_taba_needs_known_parameters_or_a_dataset():
     config = cfg.to_config_dict(cfg.AllocateJobConfig(strategy="equal_budget"))
     config.strategy = "taba"
-    with pytest.raises(ConfigError, match="config.taba: launch/allocate.py has no images to run TABA's pilot on"):
+    with pytest.raises(ConfigError, match="config.taba: dataset='none' has no images to run TABA's pilot on"):
+        cfg.parse(cfg.AllocateJobConfig, config)
+    config.dataset = "synthetic"
+    assert cfg.parse(cfg.AllocateJobConfig, config).dataset == "synthetic"
+    config.dataset = "taskonomy"  # a dataset's own fields are checked once there is one
+    with pytest.raises(ConfigError, match="config.manual_dir: is required for dataset 'taskonomy'"):
         cfg.parse(cfg.AllocateJobConfig, config)
 
 

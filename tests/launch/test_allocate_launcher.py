@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -46,3 +47,23 @@ def test_bad_values_fail_with_one_line_and_write_nothing(tmp_path):
     assert result.returncode == 1
     assert result.stderr == "error: config.taba.gamma: needs one value or one per task (4), got 2: (0.5, 0.4)\n"
     assert not bad.exists()
+
+
+def test_allocate_on_a_tfds_dataset_writes_the_ids_of_the_images_to_label(tmp_path):
+    spec = importlib.util.spec_from_file_location("taskonomy_fixture",
+                                                  os.path.join(ROOT, "tests", "data", "test_builders_taskonomy.py"))
+    fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixture)
+    fixture.write_omnidata_tree(str(tmp_path / "raw"))
+    out = tmp_path / "alloc.npz"
+    result = run_launcher(f"--out={out}", "--config.dataset=taskonomy", f"--config.manual_dir={tmp_path / 'raw'}",
+                          f"--config.data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'work'}",
+                          "--config.strategy=equal_count_shared", "--config.tasks=segment_semantic,depth_zbuffer",
+                          "--config.costs=10,3", "--config.budget=26")
+    assert result.returncode == 0, result.stderr
+    allocation = Allocation.load(out)
+    assert allocation.problem.num_images == 3  # the fixture's train views
+    ids = allocation.labeled_id_sets()
+    assert len(ids["segment_semantic"]) == 2 and list(ids["segment_semantic"]) == list(ids["depth_zbuffer"])
+    assert set(ids["depth_zbuffer"]) <= {"alpha/point_0_view_0", "alpha/point_0_view_1", "beta/point_1_view_0"}
+    assert "taskonomy" in os.listdir(tmp_path / "tfds") and not (tmp_path / "work" / "tfds").exists()
