@@ -7,6 +7,7 @@ dataset's train split: TABA runs its pilot and estimation there (in --workdir) u
 information model is given, and a TFDS pool's image ids are written with the allocation
 (`Allocation.labeled_id_sets()`: the images to have labelled, per task).
 """
+import contextlib
 import os
 import tempfile
 
@@ -19,7 +20,7 @@ from taba_jax.budget import BudgetProblem, allocate
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Allocation config file.", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Where to write the allocation (.npz).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "With a dataset: TABA's pilot and the built TFDS dataset "
-                               "(unless config.data_dir) go here; default: a temporary folder.")
+                               "(unless config.data_dir) go here; default: a temporary folder, deleted after.")
 flags.mark_flags_as_required(["config", "out"])
 
 
@@ -28,14 +29,20 @@ def main(argv):
     config = cfg.parse(cfg.AllocateJobConfig, _CONFIG.value)
     train_job.check_output_file(_OUT.value, "--out")
     if config.dataset == cfg.NO_DATASET:
-        dataset, workdir = None, ""
-        problem = BudgetProblem(config.tasks, config.costs, config.num_images, config.budget)
-    else:
-        train_job.check_tasks(config)
-        workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="taba_allocate_")
+        allocate_and_save(config, BudgetProblem(config.tasks, config.costs, config.num_images, config.budget))
+        return
+    train_job.check_tasks(config)
+    with (contextlib.nullcontext(_WORKDIR.value) if _WORKDIR.value else
+          tempfile.TemporaryDirectory(prefix="taba_allocate_")) as workdir:
         train_job.make_workdir(workdir)
         dataset = train_job.load_dataset(config, workdir)
-        problem = BudgetProblem(config.tasks, config.costs, len(dataset.train), config.budget)
+        allocate_and_save(config, BudgetProblem(config.tasks, config.costs, len(dataset.train), config.budget),
+                          dataset, workdir)
+
+
+def allocate_and_save(config, problem, dataset=None, workdir=""):
+    """The strategy's allocation of `problem` (TABA estimating on `dataset` unless its model is
+    given), with the pool's image ids where it has them, written to --out."""
     if config.strategy == "taba":
         allocation, information = taba.run(problem, dataset, config.taba, config.train, config.seed,
                                            workdir=os.path.join(workdir, "taba") if workdir else "")

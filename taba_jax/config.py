@@ -508,9 +508,8 @@ class AllocateJobConfig(ProblemFields, DataFields):
         require_positive(self, "num_images")
         require_positive(self, "budget", "seed", allow_zero=True)
         self.check_strategy(self.strategy)
+        _check_nested(self, len(self.tasks), uses_taba=self.strategy == "taba")
         if self.strategy == "taba":
-            with _nested("taba"):
-                self.taba.check_tasks(len(self.tasks))
             require(self.taba.known or self.dataset != NO_DATASET, "taba",
                     "dataset='none' has no images to run TABA's pilot on: give config.taba.affinity, "
                     "config.taba.gamma and config.taba.kappa, or a config.dataset")
