@@ -21,10 +21,10 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
-from taba_jax import train
+from taba_jax import cli, train
 from taba_jax.config import TrainConfig
 from taba_jax.data import streaming, tfds_datasets
 
@@ -146,4 +146,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # absl app, orbax's per-checkpoint INFO lines off unless --verbosity

@@ -19,7 +19,6 @@ JSON-lines file as Markdown tables (mean and range over seeds) and trains nothin
 import argparse
 import collections
 import dataclasses
-import json
 import os
 import subprocess
 import sys

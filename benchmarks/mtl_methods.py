@@ -19,7 +19,7 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from taba_jax import cli, config as cfg, experiment, io_utils, report
 
@@ -129,4 +129,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # absl app, orbax's per-checkpoint INFO lines off unless --verbosity

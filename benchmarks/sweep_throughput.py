@@ -11,10 +11,10 @@ import dataclasses
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 
 from taba_jax import config as cfg
-from taba_jax import executors, experiment
+from taba_jax import cli, executors, experiment
 
 _SPLITS = flags.DEFINE_list("splits", ["in_process", "1x2", "2x1", "ray:2x1"],
                             "in_process, WORKERSxTHREADS (local processes) or ray:WORKERSxTHREADS (a local Ray).")
@@ -61,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # absl app, orbax's per-checkpoint INFO lines off unless --verbosity
