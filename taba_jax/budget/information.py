@@ -10,7 +10,6 @@ normalised effective number of samples of Cui et al. (2019), `1 - beta ** U` wit
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
