@@ -64,13 +64,14 @@ def held_out_losses(trainer, params, steps):
             for t in trainer.tasks}
 
 
-@pytest.mark.parametrize("batching", ["per_task", "joint"])
-def test_short_training_lowers_every_dense_task_loss_by_a_clear_margin(dataset, tmp_path, batching):
-    """100 steps cut every dense task's loss on held-out batches to at most 0.85x (measured on the v2
-    scenes with joint batching: 0.10-0.60x, edges the slowest; per-task batching learns faster)."""
+@pytest.mark.parametrize("batching, steps", [("per_task", 50), ("joint", 100)])
+def test_short_training_lowers_every_dense_task_loss_by_a_clear_margin(dataset, tmp_path, batching, steps):
+    """A short training cuts every dense task's loss on held-out batches to at most 0.85x (measured on
+    the v2 scenes: joint batching, 100 steps, 0.10-0.60x, edges the slowest; per-task batching, one
+    batch per task each step, 50 steps, 0.10-0.62x)."""
     labeled = {t: np.arange(i * 6, i * 6 + 60) for i, t in enumerate(dataset.task_names)}  # overlapping sets
-    trainer = train.Trainer(dataset, labeled, tiny_config(num_steps=100, batching=batching, learning_rate=1e-2,
-                                                              checkpoint_every=100, log_every=50),
+    trainer = train.Trainer(dataset, labeled, tiny_config(num_steps=steps, batching=batching, learning_rate=1e-2,
+                                                              checkpoint_every=steps, log_every=steps // 2),
                             str(tmp_path))
     held = range(10_000, 10_004)
     before = held_out_losses(trainer, trainer.init_state().params, held)
