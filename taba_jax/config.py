@@ -339,6 +339,9 @@ class TabaConfig:
     # place of the greedy, so that the refit sees every task beyond the pilot's few labels before the
     # greedy spends the rest (None: every round is the greedy's).
     explore: str | None = None
+    # Bound on the information a task gets through other tasks' labels, in multiples of its own label
+    # count (U_t = D_t + min(X_t, c D_t), docs/method.md); None: METHOD.md's unbounded noisy-OR sum.
+    transfer_cap: float | None = None
     affinity: tuple[tuple[float, ...], ...] | None = None  # known S[s][t]: skips the affinity measurement
     gamma: tuple[float, ...] | None = None  # known slopes: skip the subset trainings
     kappa: tuple[float, ...] | None = None  # learning-curve scale; None = the pilot size
@@ -364,6 +367,8 @@ class TabaConfig:
                 f"'delta_m' sets the task weights itself; config.taba.weights={self.weights!r} must be unset")
         require(self.explore is None or self.explore in HEURISTICS, "explore",
                 f"must be one of {HEURISTICS} or None, got {self.explore!r}")
+        require(self.transfer_cap is None or self.transfer_cap >= 0, "transfer_cap",
+                f"must be None or >= 0, got {self.transfer_cap!r}")
         require(self.explore is None or self.rounds >= 2, "explore",
                 f"spends the first of several rounds: it needs rounds >= 2, got rounds={self.rounds!r}")
         if self.known:

@@ -41,7 +41,7 @@ import numpy as np
 
 from taba_jax import io_utils, rng, train
 from taba_jax.budget import Allocation, BudgetProblem, InformationModel, allocate
-from taba_jax.budget.information import task_information
+from taba_jax.budget.information import model_information
 from taba_jax.config import TabaConfig, TrainConfig, task_values, to_json
 from taba_jax.data.dataset import MultiTaskDataset
 from taba_jax.models import build_model, shared_parameters
@@ -215,7 +215,8 @@ def information_model(config: TabaConfig, num_tasks: int, affinity=None, gamma=N
     gamma = task_values(config.gamma, num_tasks, "gamma") or gamma
     kappa = task_values(config.kappa, num_tasks, "kappa", default=default_kappa)
     weights = task_values(config.weights, num_tasks, "weights", default=1.0)
-    return InformationModel(affinity, gamma, kappa, weights, curve=config.curve, task_names=task_names)
+    return InformationModel(affinity, gamma, kappa, weights, curve=config.curve, task_names=task_names,
+                            transfer_cap=config.transfer_cap)
 
 
 def _estimation_train_config(train_config: TrainConfig) -> TrainConfig:
@@ -228,8 +229,7 @@ def _with_delta_m_weights(information: InformationModel, intercept, pool_size: i
                           tasks: list[TaskSpec]) -> InformationModel:
     weights = delta_m_weights(information.gamma, intercept, information.kappa, pool_size,
                               [t.higher_is_better for t in tasks])
-    return InformationModel(information.affinity, information.gamma, information.kappa, weights,
-                            curve=information.curve, task_names=information.task_names)
+    return information.replace(weights=weights)
 
 
 def _validation_curves(dataset: MultiTaskDataset, tasks: list[TaskSpec], subsets: list[dict], train_config: TrainConfig,
@@ -385,7 +385,7 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
         for index, t in enumerate(names):
             matrix[labeled[t], index] = True
         labels[k] = matrix.sum(axis=0)
-        information_values[k] = np.asarray(task_information(matrix, information.affinity))
+        information_values[k] = np.asarray(model_information(information, matrix))
     losses, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
                                         [os.path.join(workdir, f"subset_{f:g}") for f in fractions], [], progress)
     points = CurvePoints(labels, information_values, losses, errors)
@@ -402,8 +402,7 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
     if config.gamma is None:
         values = points.losses if config.curve_fit == "loss" else points.errors
         gamma, intercept = refit_learning_curves(points, values, gamma, intercept, config.gamma_range)
-    refitted = InformationModel(information.affinity, gamma, information.kappa, information.weights,
-                                curve=information.curve, task_names=information.task_names)
+    refitted = information.replace(gamma=gamma)
     if config.objective == "delta_m":
         refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks)
     return refitted, np.asarray(intercept, np.float64)

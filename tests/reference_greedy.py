@@ -6,11 +6,15 @@ import itertools
 import numpy as np
 
 
-def objective(affinity, gamma, kappa, weights, patterns, counts, curve="power"):
-    """F of pattern counts, straight from the METHOD formulas."""
+def objective(affinity, gamma, kappa, weights, patterns, counts, curve="power", transfer_cap=None):
+    """F of pattern counts, straight from the METHOD formulas (and the optional transfer cap)."""
     patterns = np.asarray(patterns, float)
     u = 1.0 - np.prod((1.0 - affinity[None, :, :]) ** patterns[:, :, None], axis=1)
-    information = np.asarray(counts, float) @ u
+    counts = np.asarray(counts, float)
+    information = counts @ u
+    if transfer_cap is not None:
+        direct = counts @ patterns
+        information = direct + np.minimum(information - direct, transfer_cap * direct)
     if curve == "power":
         per_task = 1.0 - (1.0 + information / kappa) ** -gamma
     else:
@@ -18,7 +22,7 @@ def objective(affinity, gamma, kappa, weights, patterns, counts, curve="power"):
     return float(per_task @ weights / weights.sum())
 
 
-def greedy(affinity, gamma, kappa, weights, costs, num_images, budget):
+def greedy(affinity, gamma, kappa, weights, costs, num_images, budget, transfer_cap=None):
     """Cost-benefit greedy over (pattern, task) candidates, one image per step, plus the
     single-task safeguard; returns {pattern tuple: count}."""
     num_tasks = len(costs)
@@ -26,7 +30,7 @@ def greedy(affinity, gamma, kappa, weights, costs, num_images, budget):
 
     def value(state):
         keys = list(state)
-        return objective(*params, keys, [state[k] for k in keys])
+        return objective(*params, keys, [state[k] for k in keys], transfer_cap=transfer_cap)
 
     def run_greedy(state, money):
         while True:

@@ -125,9 +125,10 @@ def search(state: SearchState, model: info_lib.InformationModel, budget: jax.Arr
 
 def _single_task_fill(state, model, budget, costs, task) -> SearchState:
     """The safeguard's alternative: the whole remaining budget on one task, most informative images first."""
-    information = info_lib.task_information(state.patterns, model.affinity, state.counts)
-    per_image = info_lib.objective_gains(model, information,
-                                         info_lib.addition_deltas(state.patterns, model.affinity)[:, task])
+    information = info_lib.model_information(model, state.patterns, state.counts)
+    ones = jnp.ones(state.counts.shape, jnp.float32)
+    per_image = info_lib.objective_gains(model, information, info_lib.change_deltas(
+        model, state.patterns, state.counts, state.patterns.at[:, task].set(True), ones))
     eligible = ~state.patterns[:, task] & (state.counts > 0)
     order = jnp.argsort(jnp.where(eligible, -per_image, jnp.inf))
     affordable = jnp.maximum(jnp.floor(_remaining(state, budget, costs) / costs[task]), 0).astype(jnp.int32)
@@ -171,15 +172,14 @@ def exchange(state: SearchState, model: info_lib.InformationModel, budget: jax.A
     sizes = jnp.asarray(EXCHANGE_SIZES, jnp.int32)
 
     def value(s):
-        return info_lib.objective(model, info_lib.task_information(s.patterns, model.affinity, s.counts))
+        return info_lib.objective(model, info_lib.model_information(model, s.patterns, s.counts))
 
     def trial(state, task, size, forced):
         """Give back `size` labels of `task`, buy one label of `forced` (if < T), refill greedily."""
-        u = info_lib.pattern_information(state.patterns, model.affinity)
-        information = state.counts.astype(jnp.float32) @ u
+        information = info_lib.model_information(model, state.patterns, state.counts)
         removable = state.flow.T @ (~origins[:, task]).astype(jnp.int32)  # (P,) images whose label the search bought
-        without = info_lib.pattern_information(state.patterns & ~eye[task], model.affinity)
-        loss = -info_lib.objective_gains(model, information, without - u)
+        loss = -info_lib.objective_gains(model, information, info_lib.change_deltas(
+            model, state.patterns, state.counts, state.patterns & ~eye[task], jnp.ones(state.counts.shape)))
         row = jnp.argmin(jnp.where(state.patterns[:, task] & (removable >= size), loss, jnp.inf))
         feasible = state.patterns[row, task] & (removable[row] >= size) \
             & _target_row(state, state.patterns[row].at[task].set(False))[1]
@@ -223,7 +223,7 @@ def search_with_safeguard(state: SearchState, model: info_lib.InformationModel, 
     singles = jax.vmap(lambda t: _single_task_fill(state, model, budget, costs, t))(jnp.arange(num_tasks))
 
     def value(s):
-        return info_lib.objective(model, info_lib.task_information(s.patterns, model.affinity, s.counts))
+        return info_lib.objective(model, info_lib.model_information(model, s.patterns, s.counts))
 
     single_values = jax.vmap(value)(singles)
     best_single = jnp.argmax(single_values)
@@ -299,7 +299,7 @@ def greedy_allocate(problem: BudgetProblem, information: info_lib.InformationMod
     allocation = Allocation(labels, problem, strategy_name, seed, {
         "objective": info_lib.allocation_objective(information, labels),
         "initial_objective": float(info_lib.objective(  # from the pattern counts already at hand
-            information, info_lib.task_information(patterns0, information.affinity, counts0))),
+            information, info_lib.model_information(information, patterns0, counts0))),
         "safeguard": "greedy" if choice < 0 else f"single_task:{problem.task_names[choice]}",
         "information_model": information.to_json(),
     })

@@ -4,6 +4,12 @@
     U_t     = sum_n u[n, t]                                 per-task information
     F(U)    = sum_t w_t * g_t(U_t) / sum_t w_t              predicted mean relative loss reduction
 
+Optionally (`transfer_cap` c, a measured deviation from METHOD.md, docs/method.md) the part of U_t
+that comes through other tasks' labels is bounded by c times task t's own label count:
+`U_t = D_t + min(X_t, c * D_t)`, with D_t the images labeled for t and X_t the sum of u[n, t] over
+the others. A head learns only from its own labels; related labels sharpen the shared features it
+reads, they do not stand in for its supervision. c = None is METHOD's unbounded sum.
+
 with the diminishing-returns curve g_t either the power law `1 - (1 + U/kappa) ** -gamma` or the
 normalised effective number of samples of Cui et al. (2019), `1 - beta ** U` with
 `beta = exp(-gamma / kappa)` (same initial slope gamma / kappa as the power law).
@@ -25,7 +31,8 @@ class InformationModel:
     `task_names` (optional) only labels the printed and saved model.
     """
 
-    def __init__(self, affinity, gamma, kappa, weights=None, curve: str = "power", task_names=None):
+    def __init__(self, affinity, gamma, kappa, weights=None, curve: str = "power", task_names=None,
+                 transfer_cap: float | None = None):
         affinity = np.asarray(affinity, dtype=np.float64)
         if affinity.ndim != 2 or affinity.shape[0] != affinity.shape[1]:
             raise ValueError(f"affinity must be a square matrix, got shape {affinity.shape}")
@@ -48,6 +55,8 @@ class InformationModel:
             raise ValueError(f"weights must be non-negative and not all zero, got {weights.tolist()}")
         if curve not in CURVES:
             raise ValueError(f"curve must be one of {CURVES}, got {curve!r}")
+        if transfer_cap is not None and not (np.isfinite(transfer_cap) and transfer_cap >= 0):
+            raise ValueError(f"transfer_cap must be None or a finite number >= 0, got {transfer_cap!r}")
         if task_names is not None and len(task_names) != num_tasks:
             raise ValueError(f"task_names has {len(task_names)} names for {num_tasks} tasks: {list(task_names)}")
         self.affinity = jnp.asarray(affinity, jnp.float32)
@@ -56,19 +65,26 @@ class InformationModel:
         self.weights = jnp.asarray(weights, jnp.float32)
         self.curve = curve
         self.task_names = None if task_names is None else tuple(task_names)
+        self.transfer_cap = None if transfer_cap is None else float(transfer_cap)
+
+    def replace(self, **changes) -> "InformationModel":
+        """A validated copy with some fields changed (e.g. refitted gamma or new weights)."""
+        fields = {name: getattr(self, name) for name in ("affinity", "gamma", "kappa", "weights", "curve",
+                                                          "task_names", "transfer_cap")}
+        return InformationModel(**{**fields, **changes})
 
     @property
     def num_tasks(self) -> int:
         return self.affinity.shape[-1]
 
     def tree_flatten(self):
-        return (self.affinity, self.gamma, self.kappa, self.weights), (self.curve, self.task_names)
+        return (self.affinity, self.gamma, self.kappa, self.weights), (self.curve, self.task_names, self.transfer_cap)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         model = object.__new__(cls)  # no validation: children may be tracers
         model.affinity, model.gamma, model.kappa, model.weights = children
-        model.curve, model.task_names = aux
+        model.curve, model.task_names, model.transfer_cap = aux
         return model
 
     def __repr__(self):
@@ -77,19 +93,21 @@ class InformationModel:
 
         names = self.task_names or tuple(f"task{t}" for t in range(self.num_tasks))
         rows = ", ".join(f"{n}: {r}" for n, r in zip(names, rounded(self.affinity)))
-        return (f"InformationModel(tasks={list(names)}, curve={self.curve!r},\n"
+        cap = "" if self.transfer_cap is None else f", transfer_cap={self.transfer_cap:.3g}"
+        return (f"InformationModel(tasks={list(names)}, curve={self.curve!r}{cap},\n"
                 f"  affinity S[s][t] (row s helps column t) = {{{rows}}},\n"
                 f"  gamma={rounded(self.gamma)}, kappa={rounded(self.kappa)}, weights={rounded(self.weights)})")
 
     def to_json(self) -> dict:
         return {"affinity": np.asarray(self.affinity).tolist(), "gamma": np.asarray(self.gamma).tolist(),
                 "kappa": np.asarray(self.kappa).tolist(), "weights": np.asarray(self.weights).tolist(),
-                "curve": self.curve, "task_names": None if self.task_names is None else list(self.task_names)}
+                "curve": self.curve, "task_names": None if self.task_names is None else list(self.task_names),
+                "transfer_cap": self.transfer_cap}
 
     @classmethod
     def from_json(cls, data: dict) -> "InformationModel":
         return cls(data["affinity"], data["gamma"], data["kappa"], data["weights"], data["curve"],
-                   data.get("task_names"))
+                   data.get("task_names"), data.get("transfer_cap"))
 
 
 def _task_vector(field: str, value, num_tasks: int) -> np.ndarray:
@@ -111,16 +129,55 @@ def pattern_information(patterns: jax.Array, affinity: jax.Array) -> jax.Array:
     return 1.0 - remaining
 
 
-def task_information(labels: jax.Array, affinity: jax.Array, counts: jax.Array | None = None) -> jax.Array:
+def task_information(labels: jax.Array, affinity: jax.Array, counts: jax.Array | None = None,
+                     transfer_cap: float | None = None) -> jax.Array:
     """U_t: information per task of an allocation.
 
     `labels` is either the full (N, T) allocation, or (P, T) distinct label patterns with `counts` (P,)
-    images each (the sufficient statistics the greedy search works on).
+    images each (the sufficient statistics the greedy search works on). `transfer_cap`: see the module.
     """
+    labels = jnp.asarray(labels, jnp.float32)
     u = pattern_information(labels, affinity)
-    if counts is None:
-        return u.sum(axis=-2)
-    return jnp.asarray(counts, jnp.float32) @ u
+
+    def total(per_image):  # (..., P, T) -> (..., T), each row counted `counts` times
+        return per_image.sum(axis=-2) if counts is None else jnp.sum(
+            jnp.asarray(counts, jnp.float32)[..., None] * per_image, axis=-2)
+
+    if transfer_cap is None:
+        return total(u)
+    return _capped(total(labels), total(u * (1.0 - labels)), transfer_cap)
+
+
+def _capped(direct: jax.Array, transferred: jax.Array, transfer_cap: float) -> jax.Array:
+    return direct + jnp.minimum(transferred, transfer_cap * direct)
+
+
+def model_information(model: InformationModel, patterns: jax.Array, counts: jax.Array | None = None) -> jax.Array:
+    """U of an allocation (or of patterns with counts) under `model`, its transfer cap included."""
+    return task_information(patterns, model.affinity, counts, model.transfer_cap)
+
+
+def change_deltas(model: InformationModel, patterns: jax.Array, counts: jax.Array, new_patterns: jax.Array,
+                  sizes: jax.Array) -> jax.Array:
+    """U(after) - U(before) for moving `sizes` images of pattern row p to `new_patterns` (..., P, T), each
+    move on its own: patterns (P, T), counts (P,), new_patterns and sizes broadcast as (..., P, T) / (..., P).
+
+    Without a cap this is `sizes * (u(new) - u(old))`, exact in float32 even beside a large U.
+    """
+    patterns = jnp.asarray(patterns, jnp.float32)
+    new_patterns = jnp.asarray(new_patterns, jnp.float32)
+    sizes = jnp.asarray(sizes, jnp.float32)[..., None]
+    u_old = pattern_information(patterns, model.affinity)
+    u_new = pattern_information(new_patterns, model.affinity)
+    if model.transfer_cap is None:
+        return sizes * (u_new - u_old)
+    counts = jnp.asarray(counts, jnp.float32)
+    direct = counts @ patterns
+    transferred = counts @ (u_old * (1.0 - patterns))
+    new_direct = direct + sizes * (new_patterns - patterns)
+    new_transferred = transferred + sizes * (u_new * (1.0 - new_patterns) - u_old * (1.0 - patterns))
+    cap = model.transfer_cap
+    return _capped(new_direct, new_transferred, cap) - _capped(direct, transferred, cap)
 
 
 def curve_values(model: InformationModel, information: jax.Array) -> jax.Array:
@@ -167,8 +224,13 @@ def candidate_gains(model: InformationModel, patterns: jax.Array, counts: jax.Ar
 
     patterns (P, T), counts (P,), sizes (P, T) -> gains (P, T), all in one vectorized call.
     """
-    information = task_information(patterns, model.affinity, counts)
-    deltas = jnp.asarray(sizes, jnp.float32)[..., None] * addition_deltas(patterns, model.affinity)
+    information = model_information(model, patterns, counts)
+    if model.transfer_cap is None:
+        deltas = jnp.asarray(sizes, jnp.float32)[..., None] * addition_deltas(patterns, model.affinity)
+    else:
+        num_tasks = patterns.shape[-1]
+        added = jnp.asarray(patterns, bool)[None, :, :] | jnp.eye(num_tasks, dtype=bool)[:, None, :]  # (T_s, P, T)
+        deltas = jnp.moveaxis(change_deltas(model, patterns, counts, added, jnp.asarray(sizes).T), 0, 1)
     return objective_gains(model, information, deltas)
 
 
@@ -176,7 +238,7 @@ def allocation_objective(model: InformationModel, labels: np.ndarray | jax.Array
     """F of a full (N, T) allocation, as a Python float (host convenience)."""
     labels = np.asarray(labels, dtype=bool)
     patterns, counts = unique_patterns(labels)
-    return float(objective(model, task_information(patterns, model.affinity, counts)))
+    return float(objective(model, model_information(model, patterns, counts)))
 
 
 def unique_patterns(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,16 @@ def test_noisy_or_second_related_label_adds_little():
     np.testing.assert_allclose(u, [[1.0, 1.0, 0.75]], rtol=1e-6)
 
 
+@pytest.mark.parametrize("cap, expected", [(None, [10.5, 6.0]), (1.0, [10.5, 2.0]), (0.0, [10.0, 1.0])])
+def test_transfer_cap_bounds_what_other_tasks_labels_give_by_the_tasks_own_count(cap, expected):
+    # Ten images label task 0, one labels task 1: D = (10, 1); through S = 0.5, X = (0.5, 5).
+    labels = np.array([[1, 0]] * 10 + [[0, 1]], bool)
+    model = two_task_model(0.5).replace(transfer_cap=cap)
+    np.testing.assert_allclose(info_lib.model_information(model, labels), expected, rtol=1e-6)
+    patterns, counts = info_lib.unique_patterns(labels)
+    np.testing.assert_allclose(info_lib.model_information(model, patterns, counts), expected, rtol=1e-6)
+
+
 def test_effective_number_curve_matches_formula():
     model = InformationModel(np.eye(2), [0.5, 2.0], [10.0, 4.0], weights=[1.0, 3.0], curve="effective_number")
     u = jnp.array([3.0, 7.0])
@@ -53,20 +63,21 @@ def test_pattern_counts_equal_full_matrix():
 
 
 @settings(max_examples=25, deadline=None)
-@given(num_tasks=st.integers(1, 4), seed=st.integers(0, 2**31 - 1), curve=st.sampled_from(info_lib.CURVES))
-def test_vectorized_gains_equal_loop(num_tasks, seed, curve):
+@given(num_tasks=st.integers(1, 4), seed=st.integers(0, 2**31 - 1), curve=st.sampled_from(info_lib.CURVES),
+       transfer_cap=st.sampled_from([None, 0.0, 0.3, 1.0]))
+def test_vectorized_gains_equal_loop(num_tasks, seed, curve, transfer_cap):
     rng = np.random.default_rng(seed)
     affinity = rng.random((num_tasks, num_tasks))
     np.fill_diagonal(affinity, 1.0)
     model = InformationModel(affinity, rng.uniform(0.1, 2, num_tasks), rng.uniform(1, 50, num_tasks),
-                             rng.uniform(0, 2, num_tasks) + 0.01, curve=curve)
+                             rng.uniform(0, 2, num_tasks) + 0.01, curve=curve, transfer_cap=transfer_cap)
     patterns = rng.random((6, num_tasks)) < 0.5
     counts = rng.integers(0, 40, 6)
     sizes = rng.integers(0, 10, (6, num_tasks)).astype(float)
     gains = np.asarray(info_lib.candidate_gains(model, patterns, counts, sizes))
     params = (np.asarray(model.affinity, float), np.asarray(model.gamma, float), np.asarray(model.kappa, float),
               np.asarray(model.weights, float))
-    base = reference_greedy.objective(*params, patterns, counts, curve)
+    base = reference_greedy.objective(*params, patterns, counts, curve, transfer_cap)
     for p in range(6):
         for t in range(num_tasks):
             expected = 0.0
@@ -76,7 +87,7 @@ def test_vectorized_gains_equal_loop(num_tasks, seed, curve):
                 moved = np.vstack([patterns, target])
                 new_counts = np.append(counts, sizes[p, t])
                 new_counts[p] -= sizes[p, t]
-                expected = reference_greedy.objective(*params, moved, new_counts, curve) - base
+                expected = reference_greedy.objective(*params, moved, new_counts, curve, transfer_cap) - base
             np.testing.assert_allclose(gains[p, t], expected, rtol=2e-4, atol=1e-7)
 
 
@@ -95,6 +106,9 @@ def test_information_model_is_a_pytree_through_jit_and_vmap():
     np.testing.assert_allclose(batched, [f(model, us[0]), f(model, us[1])], rtol=1e-6)
     leaves, treedef = jax.tree_util.tree_flatten(model)
     assert jax.tree_util.tree_unflatten(treedef, leaves).curve == "power"
+    capped = model.replace(transfer_cap=0.5)
+    assert jax.jit(lambda m: m)(capped).transfer_cap == 0.5
+    assert InformationModel.from_json(capped.to_json()).transfer_cap == 0.5
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -108,6 +122,7 @@ def test_information_model_is_a_pytree_through_jit_and_vmap():
     (dict(weights=[-1.0, 1.0]), "weights"),
     (dict(gamma=[0.5, np.inf]), "gamma"),
     (dict(curve="linear"), "curve"),
+    (dict(transfer_cap=-1.0), "transfer_cap"),
 ])
 def test_bad_information_model_is_refused(kwargs, field):
     args = dict(affinity=np.eye(2), gamma=[0.5, 0.5], kappa=[1.0, 1.0])
