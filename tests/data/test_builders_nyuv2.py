@@ -3,6 +3,7 @@ import glob
 import os
 import pickle
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -162,3 +163,14 @@ def test_wrong_layout_and_empty_split(tmp_path):
     with pytest.raises(DataError, match="val/image: split has no images"):
         build("nyuv2_multitask", raw, tmp_path / "tfds")
     assert not os.path.exists(tmp_path / "tfds" / "nyuv2_multitask" / "mtan" / "1.0.0")
+
+
+def test_building_leaves_nothing_in_the_temporary_directory(tmp_path, monkeypatch):
+    """TFDS looks up metadata on its GCS bucket for a builder not yet prepared, leaving an empty
+    `tmp*tfds` folder in the temporary directory every time; these builders skip it."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    write_tree(str(tmp_path / "raw"))
+    assert build("nyuv2_multitask", tmp_path / "raw", tmp_path / "tfds").splits == {"train": 3, "test": 2}
+    assert os.listdir(scratch) == []

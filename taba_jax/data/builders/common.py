@@ -11,7 +11,19 @@ import threading
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
+import tensorflow_datasets as tfds
 from PIL import Image
+
+
+class LocalFilesBuilder(tfds.core.GeneratorBasedBuilder):
+    """A builder whose data only ever comes from local (manual) files: TFDS's lookup of pre-computed
+    metadata on its GCS bucket is skipped. That lookup runs whenever a builder is created before its
+    data is prepared, and leaves an empty `/tmp/tmp*tfds` directory behind each time."""
+
+    def dataset_info_from_configs(self, **kwargs) -> tfds.core.DatasetInfo:
+        info = super().dataset_info_from_configs(**kwargs)
+        info.initialize_from_bucket = lambda: None  # these datasets are never on TFDS's bucket
+        return info
 
 
 class DataError(ValueError):

@@ -48,7 +48,7 @@ def make_config(manual_dir) -> tfds.core.BuilderConfig:
     return Nyuv2Multitask.BUILDER_CONFIGS[0]
 
 
-class Nyuv2Multitask(tfds.core.GeneratorBasedBuilder):
+class Nyuv2Multitask(common.LocalFilesBuilder):
     """NYUv2 with 13-class segmentation (-1 ignored), depth (0 invalid) and normals (0 invalid)."""
 
     VERSION = tfds.core.Version("1.0.0")

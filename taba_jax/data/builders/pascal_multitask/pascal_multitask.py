@@ -95,7 +95,7 @@ def make_config(manual_dir, source: str = "segmentation", normals_valid_classes=
                         source=source, normals_valid_classes=classes)
 
 
-class PascalMultitask(tfds.core.GeneratorBasedBuilder):
+class PascalMultitask(common.LocalFilesBuilder):
     """VOC 2012 segmentation, image-level classes and boxes (+ PASCAL-MT tasks with source='context')."""
 
     VERSION = tfds.core.Version("1.0.0")

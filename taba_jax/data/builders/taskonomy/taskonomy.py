@@ -237,7 +237,7 @@ def _domain_on_disk(root: str, layout: str, name: str, per_split: dict) -> bool:
     return any(os.path.isdir(_domain_dir(root, layout, name, b)) for bs in per_split.values() for b in bs)
 
 
-class Taskonomy(tfds.core.GeneratorBasedBuilder):
+class Taskonomy(common.LocalFilesBuilder):
     """Taskonomy views with the configured label domains; splits by building."""
 
     VERSION = tfds.core.Version("1.0.0")
