@@ -48,9 +48,9 @@ TABA_VARIANTS = {
     # the first half of the money after the pilot by equal_budget, the curves refitted there, the rest by the greedy
     "explore": {"rounds": 2, "explore": "equal_budget"},
     "explore_delta_m": {"rounds": 2, "explore": "equal_budget", "curve_fit": "metric", "objective": "delta_m"},
-    # information through other tasks' labels bounded by a task's own label count (docs/method.md)
-    "cap1": {"transfer_cap": 1.0},
-    "explore_cap1": {"rounds": 2, "explore": "equal_budget", "transfer_cap": 1.0},
+    # METHOD.md's unbounded information through other tasks' labels (the default caps it at one
+    # own label's worth per own label: docs/method.md)
+    "uncapped": {"transfer_cap": None},
 }
 # The default recipe (TrainConfig(): 750 steps of 12 images per task, widths 16, 32, 64) learns every
 # task at 16 x 16 (docs/recipes/); `quick` trains 400 of those steps so that a setting's whole sweep

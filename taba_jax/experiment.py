@@ -286,10 +286,20 @@ def _check_same_config(config: ExperimentConfig, workdir: str) -> None:
         io_utils.write_json(path, {**current, "taba_variants": {**saved_variants, **variants}})
 
 
+# Fields added after a workdir could have been written whose default changed what runs compute: a
+# saved config without one ran with the value here, not with today's default.
+VALUES_BEFORE_FIELDS_EXISTED = {("taba", "transfer_cap"): None}
+
+
 def _as_read_now(saved: dict, config: ExperimentConfig) -> dict:
     """A workdir's saved config as this version reads it: fields added since it was written take
-    their defaults (a saved config this version cannot read is compared as it is)."""
+    their defaults, or the values they had before they existed (VALUES_BEFORE_FIELDS_EXISTED); a
+    saved config this version cannot read is compared as it is."""
     selection = {k: v for k, v in to_json(config).items() if k in RUN_SELECTION_FIELDS}
+    saved = json.loads(json.dumps(saved))
+    for (section, field), value in VALUES_BEFORE_FIELDS_EXISTED.items():
+        if isinstance(saved.get(section), dict):
+            saved[section].setdefault(field, value)
     try:
         parsed = parse(ExperimentConfig, {**saved, **selection,
                                           "taba_variants": {**saved.get("taba_variants", {}), **config.taba_variants}})

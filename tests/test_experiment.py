@@ -146,9 +146,22 @@ def test_a_workdir_saved_before_a_field_existed_reads_it_as_its_default(tmp_path
         experiment._check_same_config(config, str(tmp_path))
 
 
+def test_a_workdir_saved_before_the_transfer_cap_existed_ran_uncapped_and_is_not_resumed_capped(tmp_path):
+    config = tiny_config()
+    assert config.taba.transfer_cap == 1.0
+    experiment._check_same_config(config, str(tmp_path))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["taba"]["transfer_cap"]  # written before the cap existed: its runs were uncapped
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"holds runs of another config: config.taba differ"):
+        experiment._check_same_config(config, str(tmp_path))
+    experiment._check_same_config(dataclasses.replace(config, taba=dataclasses.replace(config.taba, transfer_cap=None)),
+                                  str(tmp_path))
+
+
 def test_taba_variants_are_checked_as_taba_configs():
     with pytest.raises(ConfigError, match=r"config.strategies: 'taba:fast' names no entry of config.taba_variants "
-                                          r"\(\[.*'slow'\]\)"):
+                                          r"\(\[.*'slow'.*\]\)"):
         tiny_config(strategies=("taba:fast",), taba_variants={"slow": {"rounds": 2}})
     with pytest.raises(ConfigError, match=r"config.taba_variants.slow.rounds: must be a positive integer, got 0"):
         tiny_config(strategies=("taba:slow",), taba_variants={"slow": {"rounds": 0}})
@@ -158,7 +171,7 @@ def test_taba_variants_are_checked_as_taba_configs():
         tiny_config(strategies=("taba:slow",), taba_variants={"slow": {"gamma": (0.5, 0.4, 0.3)}})
     every = tiny_config(strategies=("all",), taba_variants={"slow": {"rounds": 2}}).strategy_list
     assert every[every.index("taba"):] == ["taba", "taba:delta_m", "taba:explore", "taba:explore_delta_m",
-                                          "taba:rounds3_delta_m", "taba:slow"]
+                                          "taba:rounds3_delta_m", "taba:slow", "taba:uncapped"]
 
 
 def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
