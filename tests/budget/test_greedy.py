@@ -35,7 +35,7 @@ def pattern_counts(labels):
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), num_tasks=st.integers(1, 3), num_images=st.integers(1, 12),
-       integer_costs=st.booleans(), transfer_cap=st.sampled_from([None, 0.0, 0.5, 2.0]))
+       integer_costs=st.booleans(), transfer_cap=st.sampled_from([None, 0.5]))
 def test_chunk_size_one_equals_numpy_reference(seed, num_tasks, num_images, integer_costs, transfer_cap):
     # Dense affinity: zero entries make different candidates tie exactly, and the two
     # implementations may break a tie differently.
@@ -144,7 +144,7 @@ def test_a_transfer_cap_makes_the_greedy_buy_the_expensive_task_a_cheap_related_
     # B (cost 1) passes 90 % of its information to A (cost 10): uncapped, cheap B labels look like A labels.
     problem = BudgetProblem(["A", "B"], [10.0, 1.0], 400, 600.0)
     model = InformationModel([[1.0, 0.9], [0.9, 1.0]], 0.5, 10.0)
-    uncapped = greedy_allocate(problem, model, seed=0)
-    capped = greedy_allocate(problem, model.replace(transfer_cap=1.0), seed=0)
+    uncapped = greedy_allocate(problem, model, seed=0, max_exchanges=0)
+    capped = greedy_allocate(problem, model.replace(transfer_cap=1.0), seed=0, max_exchanges=0)
     assert capped.counts[0] > uncapped.counts[0] + 5
     assert capped.info["information_model"]["transfer_cap"] == 1.0 and capped.spent <= 600.0
