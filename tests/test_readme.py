@@ -12,7 +12,7 @@ TINY = {
                         "--config.taba.affinity_every=1", "--config.taba.subset_fractions=0.5"],
     "launch/allocate.py": ["--config.num_images=80"],  # the train split of the tiny train job
     "launch/experiment.py": ["--config.num_images=60", "--config.image_size=8", "--config.budgets=400",
-                             "--config.seeds=0", "--config.strategies=equal_budget,taba",
+                             "--config.seeds=0", "--config.strategies=equal_budget,random_pairs",  # TABA: train.py above
                              "--config.train.num_steps=4", "--config.train.batch_size=4",
                              "--config.train.widths=8", "--config.taba.affinity_every=1",
                              "--config.taba.subset_fractions=0.5", "--noprogress"],
