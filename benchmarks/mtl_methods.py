@@ -38,6 +38,9 @@ _ESTIMATE_FROM = flags.DEFINE_string("estimate_from", "docs/results/quick_tag/re
                                      "results.jsonl whose TABA records give the information model.")
 _ESTIMATE_STRATEGY = flags.DEFINE_string("estimate_strategy", "taba[rho 0.3]",
                                          "Strategy name of those TABA records.")
+_TRANSFER_CAP = flags.DEFINE_string(
+    "transfer_cap", "1.0", "TABA's cap on transferred information (config.taba.transfer_cap); 'none' is METHOD.md's "
+    "uncapped sum, which the tables in docs/results/mtl_methods* were run with.")
 STRATEGIES = ("equal_budget", "taba")
 EXPERIMENT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "experiment.py")
 
@@ -62,6 +65,7 @@ def pair_config(pair: str, estimate: dict) -> cfg.ExperimentConfig:
     config.seeds = tuple(int(s) for s in _SEEDS.value)
     config.train.model, config.train.weighting = model, weighting
     config.taba.affinity, config.taba.gamma, config.taba.kappa = estimate["affinity"], estimate["gamma"], estimate["kappa"]
+    config.taba.transfer_cap = None if _TRANSFER_CAP.value.lower() == "none" else float(_TRANSFER_CAP.value)
     return cfg.parse(cfg.ExperimentConfig, config)
 
 
