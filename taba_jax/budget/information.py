@@ -140,8 +140,7 @@ def task_information(labels: jax.Array, affinity: jax.Array, counts: jax.Array |
     u = pattern_information(labels, affinity)
 
     def total(per_image):  # (..., P, T) -> (..., T), each row counted `counts` times
-        return per_image.sum(axis=-2) if counts is None else jnp.sum(
-            jnp.asarray(counts, jnp.float32)[..., None] * per_image, axis=-2)
+        return per_image.sum(axis=-2) if counts is None else jnp.asarray(counts, jnp.float32) @ per_image
 
     if transfer_cap is None:
         return total(u)
