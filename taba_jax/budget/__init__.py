@@ -5,6 +5,8 @@ from taba_jax.budget.information import (
     addition_deltas,
     allocation_objective,
     candidate_gains,
+    change_deltas,
+    model_information,
     objective,
     objective_gains,
     pattern_information,
@@ -15,6 +17,6 @@ from taba_jax.budget.strategies import HEURISTICS, STRATEGIES, allocate, strateg
 
 __all__ = [
     "Allocation", "BudgetProblem", "HEURISTICS", "InformationModel", "STRATEGIES", "addition_deltas",
-    "allocate", "allocation_objective", "candidate_gains", "greedy_allocate", "objective", "objective_gains",
-    "pattern_information", "strategy_names", "task_information",
+    "allocate", "allocation_objective", "candidate_gains", "change_deltas", "greedy_allocate", "model_information",
+    "objective", "objective_gains", "pattern_information", "strategy_names", "task_information",
 ]
