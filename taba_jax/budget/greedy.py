@@ -125,10 +125,8 @@ def search(state: SearchState, model: info_lib.InformationModel, budget: jax.Arr
 
 def _single_task_fill(state, model, budget, costs, task) -> SearchState:
     """The safeguard's alternative: the whole remaining budget on one task, most informative images first."""
-    information = info_lib.model_information(model, state.patterns, state.counts)
-    ones = jnp.ones(state.counts.shape, jnp.float32)
-    per_image = info_lib.objective_gains(model, information, info_lib.change_deltas(
-        model, state.patterns, state.counts, state.patterns.at[:, task].set(True), ones))
+    one_image = jnp.ones(state.patterns.shape, jnp.float32)
+    per_image = info_lib.candidate_gains(model, state.patterns, state.counts, one_image)[:, task]
     eligible = ~state.patterns[:, task] & (state.counts > 0)
     order = jnp.argsort(jnp.where(eligible, -per_image, jnp.inf))
     affordable = jnp.maximum(jnp.floor(_remaining(state, budget, costs) / costs[task]), 0).astype(jnp.int32)
