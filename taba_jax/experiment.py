@@ -5,6 +5,7 @@ and plots (`taba_jax.report`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
 import functools
@@ -296,7 +297,7 @@ def _as_read_now(saved: dict, config: ExperimentConfig) -> dict:
     their defaults, or the values they had before they existed (VALUES_BEFORE_FIELDS_EXISTED); a
     saved config this version cannot read is compared as it is."""
     selection = {k: v for k, v in to_json(config).items() if k in RUN_SELECTION_FIELDS}
-    saved = json.loads(json.dumps(saved))
+    saved = copy.deepcopy(saved)
     for (section, field), value in VALUES_BEFORE_FIELDS_EXISTED.items():
         if isinstance(saved.get(section), dict):
             saved[section].setdefault(field, value)
