@@ -179,7 +179,8 @@ def test_four_devices_match_one_device(dataset, tmp_path):
                  **{{"loss_" + k: v for k, v in host.final_losses.items()}})
         print(jax.device_count())
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "w4"), str(tmp_path / "4.npz")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
