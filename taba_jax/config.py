@@ -322,6 +322,11 @@ class TabaConfig:
     affinity_step: str = "normalized"
     subset_fractions: tuple[float, ...] = (0.25, 0.5)  # nested pilot subsets trained beside the whole pilot
     gamma_range: tuple[float, float] = (0.05, 1.5)  # fitted slopes are clipped to this range
+    # Pulls each slope fitted on the pilot toward the tasks' mean, gamma_t <- (1 - s) gamma_t +
+    # s mean(gamma) (0: METHOD.md's per-task fit). The pilot fits each slope from 2-3 small subsets,
+    # where a task that learns late looks flat and its labels seem to buy nothing (README "Pilot
+    # slopes pulled toward their mean").
+    gamma_shrinkage: float = 0.0
     # What the learning curves are fitted to: "loss" (validation loss, METHOD.md) or "metric" (the
     # error of each task's primary metric, 1 - mIoU / F1 / accuracy or the error itself: what
     # Delta_m is computed from).
@@ -360,6 +365,7 @@ class TabaConfig:
                 f"entries must be in (0, 1), got {self.subset_fractions!r}")
         low, high = self.gamma_range
         require(0 < low < high, "gamma_range", f"must be (low, high) with 0 < low < high, got {self.gamma_range!r}")
+        require(0 <= self.gamma_shrinkage <= 1, "gamma_shrinkage", f"must be in [0, 1], got {self.gamma_shrinkage!r}")
         require(self.curve in CURVES, "curve", f"must be one of {CURVES}, got {self.curve!r}")
         require(self.rounds >= 1, "rounds", f"must be a positive integer, got {self.rounds!r}")
         require(self.objective in OBJECTIVES, "objective", f"must be one of {OBJECTIVES}, got {self.objective!r}")

@@ -158,6 +158,15 @@ def fit_learning_curves(sizes, losses, gamma_range=(0.05, 1.5)) -> tuple[np.ndar
     return np.clip(slope, *gamma_range), intercept
 
 
+def shrink_slopes(gamma, intercept, size: float, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each slope pulled toward the tasks' mean, `(1 - s) gamma_t + s mean(gamma)`, and each intercept
+    moved so that the curve still passes through its fitted value at `size` images (the pilot's):
+    only the extrapolation beyond the pilot changes (`config.taba.gamma_shrinkage`)."""
+    gamma, intercept = np.asarray(gamma, np.float64), np.asarray(intercept, np.float64)
+    shrunk = (1.0 - shrinkage) * gamma + shrinkage * gamma.mean()
+    return shrunk, intercept + (shrunk - gamma) * np.log(size)
+
+
 def refit_learning_curves(points: CurvePoints, values: np.ndarray, gamma: np.ndarray, intercept: np.ndarray,
                           gamma_range=(0.05, 1.5)) -> tuple[np.ndarray, np.ndarray]:
     """Per task, `log v_t = a_t - gamma_t log U_t` fitted on the subsets where the task had labels of
@@ -294,7 +303,8 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
         gamma = np.array(task_values(config.gamma, len(tasks), "gamma"))
         intercept = np.log(curve[-1]) + gamma * np.log(n)
     else:
-        gamma, intercept = fit_learning_curves(subset_sizes, curve, config.gamma_range)
+        gamma, intercept = shrink_slopes(*fit_learning_curves(subset_sizes, curve, config.gamma_range), n,
+                                         config.gamma_shrinkage)
     if probe is None:
         affinity, lookahead, steps = None, np.zeros((0, len(tasks), len(tasks))), []
     else:

@@ -210,6 +210,25 @@ def test_metric_curve_fit_takes_the_slopes_of_the_primary_metric_errors(dataset,
     assert not np.allclose(by_errors, by_losses)
 
 
+def test_shrunk_slopes_move_toward_their_mean_and_keep_each_curve_at_the_pilot_size():
+    gamma, intercept = np.array([0.1, 0.5, 0.3]), np.array([1.0, 2.0, -0.5])
+    shrunk, moved = taba.shrink_slopes(gamma, intercept, 10.0, 0.5)
+    np.testing.assert_allclose(shrunk, [0.2, 0.4, 0.3])
+    np.testing.assert_allclose(moved - shrunk * np.log(10.0), intercept - gamma * np.log(10.0))  # same value at 10
+    np.testing.assert_allclose(taba.shrink_slopes(gamma, intercept, 10.0, 0.0)[0], gamma)
+    np.testing.assert_allclose(taba.shrink_slopes(gamma, intercept, 10.0, 1.0)[0], [0.3, 0.3, 0.3])
+
+
+def test_pilot_slopes_are_shrunk_toward_their_mean(dataset, tmp_path):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    config = tiny_taba_config(gamma_shrinkage=0.5, gamma_range=(0.001, 5.0))
+    _, information = run_taba(problem, dataset, config, 3, str(tmp_path))
+    estimate = taba.Estimate.from_json(json.loads((tmp_path / taba.ESTIMATE_FILE).read_text())["estimate"])
+    fitted, _ = taba.fit_learning_curves(estimate.subset_sizes, estimate.subset_losses, (0.001, 5.0))
+    np.testing.assert_allclose(information.gamma, 0.5 * fitted + 0.5 * fitted.mean(), rtol=1e-6)
+    assert not np.allclose(fitted, fitted.mean())  # the shrinkage was not vacuous
+
+
 def test_primary_error_falls_as_the_task_is_learned():
     assert taba.primary_error({"primary": 0.8, "higher_is_better": True}) == pytest.approx(0.2)
     assert taba.primary_error({"primary": 0.3, "higher_is_better": False}) == 0.3
