@@ -16,7 +16,8 @@ table shows the uncapped and the capped allocation side by side.
 `--resume_from=<out>/results.jsonl` seeds each pair's empty workdir with that pair's committed
 records, so a lost workdir is rebuilt without re-running them (the references retrain; CPU runs are
 deterministic, so their Delta_m is unchanged).
-Writes `<out>/README.md` (the table), `<out>/results.jsonl` (every record) and `<out>/timings.json`.
+Writes `<out>/README.md` (the table), `<out>/results.jsonl` (every record) and `<out>/timings.json`
+(not with --tabulate_only).
 """
 import json
 import os
@@ -179,8 +180,9 @@ def main(argv):
             for pair, rs in records.items():
                 for r in rs:
                     f.write(json.dumps({"pair": pair, **r.to_json()}) + "\n")
-        with io_utils.atomic_open(os.path.join(_OUT.value, "timings.json"), "w") as f:
-            json.dump({"estimate": estimate, "seconds_this_call": timings}, f, indent=1)
+        if not _TABULATE_ONLY.value:  # a tabulation times nothing: it keeps the timings of the last run
+            with io_utils.atomic_open(os.path.join(_OUT.value, "timings.json"), "w") as f:
+                json.dump({"estimate": estimate, "seconds_this_call": timings}, f, indent=1)
 
 
 if __name__ == "__main__":
