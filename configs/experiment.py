@@ -51,6 +51,8 @@ TABA_VARIANTS = {
     # METHOD.md's unbounded information through other tasks' labels (the default caps it at one
     # own label's worth per own label: docs/method.md)
     "uncapped": {"transfer_cap": None},
+    # tasks whose pilot curve is flat (slope at the lower clip) get at least equal_budget's labels first
+    "floor": {"flat_slope_floor": True},
 }
 # The default recipe (TrainConfig(): 750 steps of 12 images per task, widths 16, 32, 64) learns every
 # task at 16 x 16 (docs/recipes/); `quick` trains 400 of those steps so that a setting's whole sweep

@@ -349,6 +349,11 @@ class TabaConfig:
     # 1.0 is a measured deviation from METHOD.md: on the three synthetic settings it raised TABA's
     # Delta_m by 0 to +10 points and lowered it nowhere (README, "A cap on transferred information").
     transfer_cap: float | None = 1.0
+    # A task whose pilot slope sits at the lower clip of gamma_range (its loss did not fall over the
+    # pilot's subsets) gets at least equal_budget's labels, bought before the greedy: a flat pilot
+    # curve cannot tell a task that learns late (weak's texture) from one that is learned (README,
+    # "A floor for tasks the pilot cannot read"). False: METHOD.md, the greedy alone.
+    flat_slope_floor: bool = False
     affinity: tuple[tuple[float, ...], ...] | None = None  # known S[s][t]: skips the affinity measurement
     gamma: tuple[float, ...] | None = None  # known slopes: skip the subset trainings
     kappa: tuple[float, ...] | None = None  # learning-curve scale; None = the pilot size

@@ -23,6 +23,7 @@ STREAMS = {
     "weighting": 9,         # multi-task weighting methods (JAX key; path: step)
     "adashare_policy": 10,  # AdaShare's Gumbel-softmax policy samples (JAX key, folded with the step)
     "round_subsets": 11,    # TABA in rounds: order of a round's nested per-task subsets (path: task)
+    "top_up": 12,           # TABA's floor for flat tasks: which images get the added labels
 }
 
 

@@ -11,7 +11,8 @@
 4. `allocate(problem, "taba", information, initial=pilot)`: the pilot is part of the allocation and
    its cost is inside the budget.
 
-Three measured deviations from METHOD.md, all off by default (README, "TABA in rounds"):
+Four measured deviations from METHOD.md, all off by default (README, "TABA in rounds" and "A floor
+for tasks the pilot cannot read"):
 - `config.rounds = R > 1` spends the budget after the pilot in R equal rounds. Before each round but
   the first, models are trained on everything bought so far and on its nested subsets, and every
   task's learning curve is refitted on those points (its information U_t under S, its validation
@@ -23,6 +24,8 @@ Three measured deviations from METHOD.md, all off by default (README, "TABA in r
   normalises by the reference metric, instead of the mean relative loss reduction.
 - `config.explore = "<heuristic>"` (with rounds > 1) spends the first round by that heuristic, so
   that the refit sees every task beyond the pilot before the greedy spends the rest.
+- `config.flat_slope_floor` gives every task whose pilot slope sits at the lower clip at least
+  equal_budget's labels before the greedy: a flat pilot curve may be a task that learns late.
 
 `run` is what "taba" means everywhere (launchers, experiments); it skips the estimation only when
 affinity, gamma and kappa are all given.
@@ -40,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from taba_jax import io_utils, rng, train
-from taba_jax.budget import Allocation, BudgetProblem, InformationModel, allocate
+from taba_jax.budget import Allocation, BudgetProblem, InformationModel, allocate, strategies
 from taba_jax.budget.information import model_information
 from taba_jax.config import TabaConfig, TrainConfig, task_values, to_json
 from taba_jax.data.dataset import MultiTaskDataset
@@ -273,10 +276,11 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     if len(pilot_images) < 2 or pilot.labels.sum() != len(pilot_images) * len(tasks):
         raise ValueError("the pilot must label every task on the same images (at least 2)")
     cache = os.path.join(workdir, ESTIMATE_FILE)
-    # The rounds after the pilot do not change it: one estimate serves any number of rounds
-    # and any exploration.
+    # The rounds after the pilot do not change it: one estimate serves any number of rounds,
+    # any exploration and the floor for flat tasks.
     key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed,
-                                 "taba": to_json(dataclasses.replace(config, rounds=1, explore=None)),
+                                 "taba": to_json(dataclasses.replace(config, rounds=1, explore=None,
+                                                                     flat_slope_floor=False)),
                                  "train": to_json(train_config)}))
     if os.path.exists(cache):
         with open(cache) as f:
@@ -346,7 +350,9 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
         raise ValueError("TABA needs images to estimate its information model: give a dataset, or all of "
                          "config.taba.affinity, config.taba.gamma and config.taba.kappa")
     pilot, estimate = pilot_estimate(problem, dataset, config, train_config, seed, workdir, progress)
-    information, allocation, rounds = estimate.information, pilot, []
+    information, allocation, rounds, floored = estimate.information, pilot, [], []
+    if config.flat_slope_floor:
+        allocation, floored = floor_flat_tasks(problem, pilot, information.gamma, config.gamma_range, seed)
     intercept, pilot_cost = estimate.intercept, problem.cost_of(pilot.labels)
     for index in range(config.rounds):
         if index:
@@ -363,9 +369,20 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
         explore = index == 0 and config.explore is not None
         allocation = allocate(stage, config.explore if explore else "taba", information=information,
                               initial=allocation, seed=seed)
-    allocation = dataclasses.replace(allocation, info={**allocation.info, "taba": {**estimate.to_json(),
-                                                                                   "rounds": rounds}})
+    allocation = dataclasses.replace(allocation, info={**allocation.info, "taba": {
+        **estimate.to_json(), "rounds": rounds, "floored_tasks": floored}})
     return allocation, information
+
+
+def floor_flat_tasks(problem: BudgetProblem, allocation: Allocation, gamma, gamma_range,
+                     seed: int) -> tuple[Allocation, list[str]]:
+    """`allocation` topped up so that every task whose slope sits at the lower clip of `gamma_range`
+    holds at least equal_budget's label count (`config.taba.flat_slope_floor`); returns it and the
+    names of those tasks. The greedy then spends the rest from there."""
+    flat = np.asarray(gamma, np.float64) <= gamma_range[0] * (1 + 1e-6)
+    counts = np.where(flat, strategies.equal_budget_counts(problem), 0)
+    return (strategies.top_up(problem, allocation, counts, seed=seed),
+            [name for name, is_flat in zip(problem.task_names, flat) if is_flat])
 
 
 def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, information: InformationModel,

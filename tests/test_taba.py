@@ -229,6 +229,31 @@ def test_pilot_slopes_are_shrunk_toward_their_mean(dataset, tmp_path):
     assert not np.allclose(fitted, fitted.mean())  # the shrinkage was not vacuous
 
 
+def test_floor_tops_up_only_the_tasks_at_the_lower_clip():
+    problem = BudgetProblem(["seg", "depth", "edge"], [10.0, 3.0, 2.0], 400, 1500.0)
+    pilot = taba.pilot_allocation(problem, 10, seed=0)
+    floored, names = taba.floor_flat_tasks(problem, pilot, [0.05, 0.4, 0.05], (0.05, 1.5), seed=0)
+    assert names == ["seg", "edge"]
+    np.testing.assert_array_equal(floored.counts, [50, 10, 250])  # equal_budget's 50 and 250; depth keeps the pilot's
+    assert np.all(floored.labels[pilot.labels])
+
+
+def test_flat_slope_floor_runs_the_greedy_from_the_floor_on_the_same_estimate(dataset, tmp_path, monkeypatch):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    plain, information = run_taba(problem, dataset, tiny_taba_config(gamma_range=(1.0, 1.5)), 3, str(tmp_path))
+    assert np.allclose(information.gamma, 1.0), "the tiny pilot's slopes were expected far below the clip"
+    monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("the floor re-estimated the pilot"))
+    floored, _ = run_taba(problem, dataset, tiny_taba_config(gamma_range=(1.0, 1.5), flat_slope_floor=True), 3,
+                          str(tmp_path))
+    assert floored.info["taba"]["floored_tasks"] == list(problem.task_names)
+    assert plain.info["taba"]["floored_tasks"] == []
+    pilot = taba.pilot_allocation(problem, taba.pilot_size(problem, 0.1), 3)
+    start, _ = taba.floor_flat_tasks(problem, pilot, information.gamma, (1.0, 1.5), seed=3)
+    assert np.all(floored.labels[start.labels])  # the greedy spent the rest from the floor
+    assert np.all(floored.counts >= allocate(problem, "equal_budget").counts)
+    assert problem.budget - 1 < floored.spent <= problem.budget
+
+
 def test_primary_error_falls_as_the_task_is_learned():
     assert taba.primary_error({"primary": 0.8, "higher_is_better": True}) == pytest.approx(0.2)
     assert taba.primary_error({"primary": 0.3, "higher_is_better": False}) == 0.3

@@ -86,6 +86,28 @@ def allocate(problem: BudgetProblem, strategy: str, *, seed: int = 0,
     return Allocation(labels, problem, strategy, int(seed), info)
 
 
+def equal_budget_counts(problem: BudgetProblem) -> np.ndarray:
+    """Labels per task that equal_budget buys on an empty pool: `floor(B / (T c_t))` (T,)."""
+    share = problem.budget / problem.num_tasks
+    return np.array([_affordable(problem, share, cost) for cost in problem.costs])
+
+
+def top_up(problem: BudgetProblem, initial, counts, *, seed: int = 0) -> Allocation:
+    """`initial` plus labels of each task t on more images until it holds `counts[t]`, images with the
+    fewest labels first as equal_budget picks them; tasks in index order, each only as far as the
+    budget still affords (never over it)."""
+    counts = np.asarray(counts)
+    if counts.shape != (problem.num_tasks,) or (counts < 0).any():
+        raise ValueError(f"counts must be {problem.num_tasks} non-negative label counts, got {counts.tolist()}")
+    labels = greedy.initial_labels(problem, initial)
+    generator = rng.numpy_rng(seed, "top_up")
+    for task, (count, cost) in enumerate(zip(counts, problem.costs)):
+        missing = int(count) - int(labels[:, task].sum())
+        affordable = _affordable(problem, problem.budget - problem.cost_of(labels), cost)
+        _label_least_labeled(labels, task, min(max(missing, 0), affordable), generator)
+    return Allocation(labels, problem, "top_up", int(seed), {})
+
+
 def _affordable(problem: BudgetProblem, money: float, cost: float) -> int:
     return max(int(np.floor((money + _SLACK * problem.budget) / cost)), 0)
 

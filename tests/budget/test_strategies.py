@@ -3,6 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from taba_jax.budget import BudgetProblem, InformationModel, allocate, strategy_names
+from taba_jax.budget.strategies import equal_budget_counts, top_up
 
 problems = st.builds(
     lambda costs, num_images, fraction: BudgetProblem([f"t{i}" for i in range(len(costs))], costs, num_images,
@@ -65,6 +66,28 @@ def test_heuristics_follow_their_definitions():
     pairs = allocate(problem, "random_pairs", seed=0)
     assert problem.budget - pairs.spent < 2  # spent until no label fits
     assert allocate(problem, "random_pairs", seed=1).labels.tolist() != pairs.labels.tolist()
+
+
+def test_top_up_keeps_the_initial_labels_reaches_the_counts_on_least_labeled_images():
+    problem = BudgetProblem(["seg", "depth", "edge"], [10, 3, 2], 100, 300)
+    np.testing.assert_array_equal(equal_budget_counts(problem), [10, 33, 50])
+    initial = np.zeros((100, 3), bool)
+    initial[:5] = True  # a pilot of 5 fully labeled images
+    topped = top_up(problem, initial, [10, 0, 12], seed=0)
+    np.testing.assert_array_equal(topped.counts, [10, 5, 12])  # depth keeps its pilot labels
+    assert np.all(topped.labels[initial])
+    added = topped.labels & ~initial
+    assert added[:5].sum() == 0 and added.sum(axis=1).max() == 1  # new labels on unlabeled images, disjoint
+    assert top_up(problem, initial, [10, 0, 12], seed=1).labels.tolist() != topped.labels.tolist()
+
+
+def test_top_up_stops_where_the_budget_does():
+    problem = BudgetProblem(["seg", "depth"], [10, 3], 100, 100)
+    topped = top_up(problem, None, [8, 30], seed=0)
+    np.testing.assert_array_equal(topped.counts, [8, 6])  # 80 on seg leaves 20: six depth labels
+    assert topped.spent <= problem.budget
+    with pytest.raises(ValueError, match="counts must be 2 non-negative"):
+        top_up(problem, None, [1, -1])
 
 
 def test_cost_of_a_third_fits_exactly():
