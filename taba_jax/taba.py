@@ -277,10 +277,10 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
         raise ValueError("the pilot must label every task on the same images (at least 2)")
     cache = os.path.join(workdir, ESTIMATE_FILE)
     # The rounds after the pilot do not change it: one estimate serves any number of rounds,
-    # any exploration and the floor for flat tasks.
-    key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed,
-                                 "taba": to_json(dataclasses.replace(config, rounds=1, explore=None,
-                                                                     flat_slope_floor=False)),
+    # any exploration and the floor for flat tasks (left out of the key, which it postdates).
+    estimated_by = to_json(dataclasses.replace(config, rounds=1, explore=None))
+    del estimated_by["flat_slope_floor"]
+    key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed, "taba": estimated_by,
                                  "train": to_json(train_config)}))
     if os.path.exists(cache):
         with open(cache) as f:
