@@ -326,7 +326,8 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
                                            progress)
         found = allocation.info.get("taba", {})
         estimate = {**information.to_json(), "predicted_objective": allocation.info["objective"],
-                    **{k: found.get(k) for k in ("pilot_size", "subset_sizes", "subset_losses", "subset_errors")},
+                    **{k: found.get(k) for k in ("pilot_size", "subset_sizes", "subset_losses", "subset_errors",
+                                                 "floored_tasks")},
                     "round_spent": [r["spent"] for r in found.get("rounds", [])]}
     else:
         allocation = allocate(problem, spec.strategy, seed=spec.seed)

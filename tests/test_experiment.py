@@ -54,6 +54,7 @@ def test_runner_writes_results_report_and_plots_then_skips_finished_runs(tmp_pat
         assert all("baseline" in m for m in r.metrics.values())
     taba_records = [r for r in records if r.strategy == "taba"]
     assert all(len(r.taba["affinity"]) == 2 and len(r.taba["gamma"]) == 2 for r in taba_records)
+    assert all(r.taba["floored_tasks"] == [] for r in taba_records)  # no floor unless flat_slope_floor
     single = [r for r in records if r.strategy == "single_task:depth"]
     assert all(r.untrained_tasks == ("segment",) and r.labels["segment"] == 0 for r in single)
     assert sorted(os.listdir(tmp_path / "reference")) == ["seed0", "seed1"]
