@@ -172,7 +172,7 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
                         else "no difference"
                     lines.append(f"| {b:g} | {variant} | {other} | {diff.mean:+.2f} | [{diff.low:+.2f}, "
                                  f"{diff.high:+.2f}] | {diff.seeds} | {verdict} |")
-    lines += _oracle_lines(summary, strategies, budgets)
+    lines += _oracle_lines(records, strategies, budgets)
     taba_runs = _taba_runs(records)
     if taba_runs:
         affinity = np.mean([r.taba["affinity"] for r in taba_runs], axis=0)
@@ -199,19 +199,28 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
     return "\n".join(lines)
 
 
-def _oracle_lines(summary, strategies, budgets) -> list[str]:
+def _oracle_lines(records: list[ExperimentRecord], strategies, budgets) -> list[str]:
     """The oracle (best fixed-share allocation in hindsight) per budget where its grid ran, and each
-    strategy's fraction of the oracle's gain over equal_budget."""
+    strategy's fraction of the oracle's gain over equal_budget — all over the seeds every grid point
+    ran, so that a grid run on fewer seeds than the sweep is compared with the same seeds' runs."""
     lines = []
     for b in budgets:
+        grid_seeds = defaultdict(set)
+        for r in records:
+            if float(r.budget) == b and is_oracle_grid(r.strategy):
+                grid_seeds[r.strategy].add(r.seed)
+        if not grid_seeds:
+            continue
+        seeds = set.intersection(*grid_seeds.values())
+        summary = summarize([r for r in records if float(r.budget) == b and r.seed in seeds])
         best = oracle(summary, b)
         if best is None or ("equal_budget", b) not in summary:
             continue
         name, mean = best
         baseline = summary["equal_budget", b][0]
-        grid = sum(1 for (s, x) in summary if x == b and is_oracle_grid(s))
-        lines += ["", f"Oracle at budget {b:g}: the best of {grid} fixed-share allocations is `{name}` "
-                  f"(Δm {mean:+.2f}; equal_budget {baseline:+.2f}). Fraction of the oracle's gain over equal_budget:",
+        lines += ["", f"Oracle at budget {b:g}, over seeds {', '.join(map(str, sorted(seeds)))}: the best of "
+                  f"{len(grid_seeds)} fixed-share allocations is `{name}` (Δm {mean:+.2f}; equal_budget "
+                  f"{baseline:+.2f}). Fraction of the oracle's gain over equal_budget (means over the same seeds):",
                   "", "| strategy | Δm | fraction of the oracle's gain |", "|---|---:|---:|"]
         for s in strategies:
             if (s, b) in summary:

@@ -268,6 +268,16 @@ def test_oracle_is_the_best_fixed_share_allocation_and_fractions_of_its_gain():
     assert "| shares:" not in text.split("Oracle at budget")[0]  # the main table lists no grid points
 
 
+def test_oracle_fractions_use_only_the_seeds_the_grid_ran():
+    # The grid ran seeds 0 and 1; seed 2 (where equal_budget did badly) must not count for anyone.
+    records = [record("equal_budget", 0, -10.0), record("equal_budget", 1, -10.0), record("equal_budget", 2, -40.0)]
+    records += [record("taba", 0, -6.0), record("taba", 1, -6.0), record("taba", 2, -6.0)]
+    records += [record("shares:2/0:shared", s, -2.0) for s in (0, 1)]
+    text = report.markdown(records, "t", ["a"])
+    assert "Oracle at budget 100, over seeds 0, 1: the best of 1 fixed-share allocations" in text
+    assert "equal_budget -10.00" in text and "| taba | -6.00 | 50% |" in text
+
+
 def test_simplex_map_of_the_oracle_grid_for_three_tasks(tmp_path):
     def three_task_record(strategy, seed, delta, money):
         return dataclasses.replace(record(strategy, seed, delta), tasks=("a", "b", "c"),
