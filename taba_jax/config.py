@@ -27,8 +27,9 @@ from taba_jax.budget.information import CURVES
 from taba_jax.budget.strategies import HEURISTICS, parse_shares, share_strategies, strategy_names
 from taba_jax.errors import ConfigError
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
-STRATEGY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-/]+")  # names, and the oracle's shares:<w_1>/.../<w_T>:<mode>
+NAME_PATTERN, NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_.:\-]+"), "letters, digits, '_', '.', ':', '-'"
+# Strategy names also take '/', for the oracle's grid points shares:<w_1>/.../<w_T>:<mode>.
+STRATEGY_PATTERN, STRATEGY_CHARACTERS = re.compile(r"[A-Za-z0-9_.:\-/]+"), NAME_CHARACTERS + ", '/'"
 BATCHINGS = ("per_task", "joint")
 
 
@@ -156,12 +157,12 @@ def require_positive(instance, *fields: str, allow_zero: bool = False) -> None:
         require(ok, name, f"must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
 
 
-def require_names(names: tuple[str, ...], field: str, pattern: re.Pattern = NAME_PATTERN) -> None:
+def require_names(names: tuple[str, ...], field: str, pattern: re.Pattern = NAME_PATTERN,
+                  characters: str = NAME_CHARACTERS) -> None:
     require(len(names) > 0, field, "must name at least one entry")
-    allowed = "letters, digits, '_', '.', ':', '-'" + (", '/'" if "/" in pattern.pattern else "")
     for name in names:
         require(bool(pattern.fullmatch(name)), field,
-                f"{name!r} is not a valid name ({allowed}); "
+                f"{name!r} is not a valid name ({characters}); "
                 f"give a list as --config.{field.split('.')[-1]}=a,b")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     require(not duplicates, field, f"has duplicates {duplicates}")
@@ -573,7 +574,7 @@ class ExperimentConfig(ProblemFields, DataFields):
                 f"must be non-negative budgets, got {self.budgets!r}")
         require(len(self.seeds) > 0 and all(s >= 0 for s in self.seeds), "seeds",
                 f"must be non-negative integers, got {self.seeds!r}")
-        require_names(self.strategies, "strategies", STRATEGY_PATTERN)
+        require_names(self.strategies, "strategies", STRATEGY_PATTERN, STRATEGY_CHARACTERS)
         if self.strategies != ("all",):
             for strategy in self.strategies:
                 variant = taba_variant(strategy)
