@@ -320,10 +320,11 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
     problem = BudgetProblem(config.tasks, config.costs, len(dataset.train), spec.budget)
     estimate = None
     if runs_taba(spec.strategy):
-        # A variant's pilot is the plain TABA's (same seed and rho), estimated in its own folder.
+        # A variant's pilot is the plain TABA's (same seed and rho); its estimate is reused where the
+        # variant differs only after the pilot, else estimated in the variant's own folder.
         allocation, information = taba.run(problem, dataset, config.taba_config(spec.strategy), config.train,
                                            spec.seed, _taba_folder(workdir, spec.strategy, spec.budget, spec.seed),
-                                           progress)
+                                           progress, shared_workdir=_taba_folder(workdir, "taba", spec.budget, spec.seed))
         found = allocation.info.get("taba", {})
         estimate = {**information.to_json(), "predicted_objective": allocation.info["objective"],
                     **{k: found.get(k) for k in ("pilot_size", "subset_sizes", "subset_losses", "subset_errors",

@@ -264,11 +264,11 @@ def _validation_curves(dataset: MultiTaskDataset, tasks: list[TaskSpec], subsets
 
 
 def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: TabaConfig, train_config: TrainConfig,
-                         seed: int, workdir: str, progress: bool = False) -> Estimate:
+                         seed: int, workdir: str, progress: bool = False, shared_workdir: str | None = None) -> Estimate:
     """Trains the pilot models and estimates S and gamma (skipping what `config` already gives).
 
     Cached as `<workdir>/estimate.json`: an existing estimate for the same pilot and configs is
-    returned as is.
+    returned as is, and so is one in `shared_workdir` (another TABA variant's folder), copied here.
     """
     tasks = dataset.task_specs(pilot.problem.task_names)
     names = [t.name for t in tasks]
@@ -282,10 +282,11 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     del estimated_by["flat_slope_floor"]
     key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed, "taba": estimated_by,
                                  "train": to_json(train_config)}))
-    if os.path.exists(cache):
-        with open(cache) as f:
-            saved = json.load(f)
-        if saved.get("key") == key:
+    for folder in [workdir] + ([shared_workdir] if shared_workdir not in (None, workdir) else []):
+        saved = _cached(os.path.join(folder, ESTIMATE_FILE), key)
+        if saved is not None:
+            if folder != workdir:
+                io_utils.write_json(cache, saved)
             return Estimate.from_json(saved["estimate"])
     n = len(pilot_images)
     fractions = config.subset_fractions if config.gamma is None else ()
@@ -326,18 +327,32 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     return estimate
 
 
+def _cached(path: str, key: dict) -> dict | None:
+    """The JSON cache at `path` if it exists and was written for `key`, else None."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        saved = json.load(f)
+    return saved if saved.get("key") == key else None
+
+
 def pilot_estimate(problem: BudgetProblem, dataset: MultiTaskDataset, config: TabaConfig, train_config: TrainConfig,
-                   seed: int, workdir: str, progress: bool = False) -> tuple[Allocation, Estimate]:
-    """TABA's pilot for `problem` and the estimate trained on it (cached in `workdir`): where `run`
-    starts, and what anything else that needs the measured affinity reads (the same cache)."""
+                   seed: int, workdir: str, progress: bool = False,
+                   shared_workdir: str | None = None) -> tuple[Allocation, Estimate]:
+    """TABA's pilot for `problem` and the estimate trained on it (cached in `workdir`, or reused from
+    `shared_workdir`'s cache): where `run` starts, and what anything else that needs the measured
+    affinity reads (the same cache)."""
     pilot = pilot_allocation(problem, pilot_size(problem, config.rho), seed)
-    return pilot, estimate_information(dataset, pilot, config, train_config, seed, workdir, progress)
+    return pilot, estimate_information(dataset, pilot, config, train_config, seed, workdir, progress, shared_workdir)
 
 
 def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaConfig, train_config: TrainConfig,
-        seed: int, workdir: str, progress: bool = False) -> tuple[Allocation, InformationModel]:
+        seed: int, workdir: str, progress: bool = False,
+        shared_workdir: str | None = None) -> tuple[Allocation, InformationModel]:
     """Pilot -> estimate -> greedy. Returns the allocation (pilot included, within budget) and the
-    information model; `allocation.info["taba"]` holds the estimate's measurements.
+    information model; `allocation.info["taba"]` holds the estimate's measurements. A pilot estimate
+    cached in `shared_workdir` for the same pilot and estimation config is reused (TABA variants that
+    differ only after the pilot share one).
 
     With affinity, gamma and kappa all given nothing is estimated, no pilot is bought and no
     dataset is needed.
@@ -349,7 +364,7 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
     if dataset is None:
         raise ValueError("TABA needs images to estimate its information model: give a dataset, or all of "
                          "config.taba.affinity, config.taba.gamma and config.taba.kappa")
-    pilot, estimate = pilot_estimate(problem, dataset, config, train_config, seed, workdir, progress)
+    pilot, estimate = pilot_estimate(problem, dataset, config, train_config, seed, workdir, progress, shared_workdir)
     information, allocation, rounds, floored = estimate.information, pilot, [], []
     if config.flat_slope_floor:
         allocation, floored = floor_flat_tasks(problem, pilot, information.gamma, config.gamma_range, seed)
@@ -396,11 +411,9 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
     cache = os.path.join(workdir, "points.json")
     key = json.loads(json.dumps({"labels": allocation.metadata()["labels_sha256"], "seed": seed,
                                  "taba": to_json(config), "train": to_json(train_config)}))
-    if os.path.exists(cache):
-        with open(cache) as f:
-            saved = json.load(f)
-        if saved.get("key") == key:
-            return CurvePoints.from_json(saved["points"])
+    saved = _cached(cache, key)
+    if saved is not None:
+        return CurvePoints.from_json(saved["points"])
     orders = {t: rng.numpy_rng(seed, "round_subsets", index).permutation(allocation.labeled_indices(index))
               for index, t in enumerate(names)}
     fractions = sorted(set(config.subset_fractions)) + [1.0]

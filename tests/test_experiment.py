@@ -122,6 +122,7 @@ def test_taba_variants_run_beside_taba_on_its_pilot_and_are_paired_with_it(tmp_p
         assert rounds.spent <= 520 and plain.taba["round_spent"] == [] and len(rounds.taba["round_spent"]) == 1
         assert plain.taba["subset_losses"] == rounds.taba["subset_losses"]  # the same pilot, trained alike
     assert (tmp_path / "taba" / "rounds2" / "b520_s0" / "round2" / "points.json").exists()
+    assert not list((tmp_path / "taba" / "rounds2" / "b520_s0").glob("pilot_*"))  # plain TABA's estimate reused
     text = (tmp_path / "report.md").read_text()
     assert "| 520 | taba:rounds2 | equal_budget |" in text and "| 520 | taba:rounds2 | taba |" in text
     assert "| 520 | taba | equal_budget |" in text
@@ -129,6 +130,7 @@ def test_taba_variants_run_beside_taba_on_its_pilot_and_are_paired_with_it(tmp_p
     more = dataclasses.replace(config, strategies=("equal_budget", "taba:m"),
                                taba_variants={**variants, "m": {"curve_fit": "metric"}})
     assert len(experiment.run(more, str(tmp_path), progress=False)) == 8  # a variant may be added
+    assert list((tmp_path / "taba" / "m" / "b520_s0").glob("pilot_*"))  # its own curve fit: its own estimate
     changed = dataclasses.replace(more, taba_variants={**more.taba_variants, "rounds2": {"rounds": 3}})
     with pytest.raises(ConfigError, match=r"holds runs of another config: config.taba_variants.rounds2 differ"):
         experiment.run(changed, str(tmp_path), progress=False)

@@ -126,6 +126,24 @@ def test_run_spends_within_budget_contains_the_pilot_and_reuses_its_estimate(dat
     np.testing.assert_array_equal(again.labels, allocation.labels)
 
 
+def test_a_variant_reuses_an_estimate_shared_for_its_pilot_only_when_it_estimates_alike(dataset, tmp_path,
+                                                                                          monkeypatch):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    plain_dir, floor_dir, metric_dir = (str(tmp_path / name) for name in ("plain", "floor", "metric"))
+    run_taba(problem, dataset, tiny_taba_config(), 3, plain_dir)
+    trainings = []
+    real_train = train.Trainer.train
+    monkeypatch.setattr(train.Trainer, "train", lambda self, *a, **k: trainings.append(1) or real_train(self, *a, **k))
+    taba.run(problem, dataset, tiny_taba_config(flat_slope_floor=True), tiny_train_config(8), 3,
+             floor_dir, shared_workdir=plain_dir)
+    assert trainings == []  # the floor acts after the pilot: the plain run's estimate serves it
+    shared = json.loads((tmp_path / "plain" / taba.ESTIMATE_FILE).read_text())
+    assert json.loads((tmp_path / "floor" / taba.ESTIMATE_FILE).read_text())["estimate"] == shared["estimate"]
+    taba.run(problem, dataset, tiny_taba_config(curve_fit="metric"), tiny_train_config(8), 3, metric_dir,
+             shared_workdir=plain_dir)
+    assert len(trainings) == 3  # another curve fit is another estimate: the pilot's three subsets retrained
+
+
 def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_trainings(dataset, tmp_path,
                                                                                           monkeypatch):
     problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
