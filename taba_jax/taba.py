@@ -378,9 +378,10 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
             rounds.append({"spent": allocation.spent, "points": points.to_json(),
                            "information": information.to_json(), "intercept": intercept.tolist()})
         last = index == config.rounds - 1
+        # A round whose share the floor has already spent buys nothing more.
         stage = problem if last else BudgetProblem(
             problem.task_names, problem.costs, problem.num_images,
-            pilot_cost + (problem.budget - pilot_cost) * (index + 1) / config.rounds)
+            max(pilot_cost + (problem.budget - pilot_cost) * (index + 1) / config.rounds, allocation.spent))
         explore = index == 0 and config.explore is not None
         allocation = allocate(stage, config.explore if explore else "taba", information=information,
                               initial=allocation, seed=seed)

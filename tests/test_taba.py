@@ -272,6 +272,20 @@ def test_flat_slope_floor_runs_the_greedy_from_the_floor_on_the_same_estimate(da
     assert problem.budget - 1 < floored.spent <= problem.budget
 
 
+def test_a_floor_beyond_the_first_rounds_share_leaves_that_round_nothing_to_buy(dataset, tmp_path):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    config = tiny_taba_config(gamma_range=(1.0, 1.5), flat_slope_floor=True, rounds=2, explore="equal_budget")
+    allocation, _ = run_taba(problem, dataset, config, 3, str(tmp_path))
+    pilot = taba.pilot_allocation(problem, taba.pilot_size(problem, 0.1), 3)
+    floor, _ = taba.floor_flat_tasks(problem, pilot, [1.0, 1.0, 1.0], (1.0, 1.5), seed=3)
+    first_share = pilot.spent + (problem.budget - pilot.spent) / 2
+    assert floor.spent > first_share, "every task floored was expected to spend past the first round's share"
+    rounds = allocation.info["taba"]["rounds"]
+    assert allocation.info["taba"]["floored_tasks"] == list(problem.task_names)
+    assert len(rounds) == 1 and rounds[0]["spent"] == floor.spent  # the exploration round bought nothing
+    assert np.all(allocation.labels[floor.labels]) and allocation.spent <= problem.budget
+
+
 def test_primary_error_falls_as_the_task_is_learned():
     assert taba.primary_error({"primary": 0.8, "higher_is_better": True}) == pytest.approx(0.2)
     assert taba.primary_error({"primary": 0.3, "higher_is_better": False}) == 0.3
