@@ -55,6 +55,9 @@ TABA_VARIANTS = {
     "floor": {"flat_slope_floor": True},
     # both: flat tasks floored after the pilot, then an equal_budget round, the curves refitted, the greedy
     "explore_floor": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True},
+    # and the refit fits each curve with an irreducible floor, weighting tasks by what labels can still remove
+    "explore_floor_refit_floor": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
+                                  "refit_floor": True},
 }
 # The default recipe (TrainConfig(): 750 steps of 12 images per task, widths 16, 32, 64) learns every
 # task at 16 x 16 (docs/recipes/); `quick` trains 400 of those steps so that a setting's whole sweep

@@ -320,11 +320,13 @@ def _run_one(dataset: MultiTaskDataset, spec: RunSpec, reference: dict, config: 
     problem = BudgetProblem(config.tasks, config.costs, len(dataset.train), spec.budget)
     estimate = None
     if runs_taba(spec.strategy):
-        # A variant's pilot is the plain TABA's (same seed and rho); its estimate is reused where the
-        # variant differs only after the pilot, else estimated in the variant's own folder.
+        # Variants share the pilot (same seed and rho): a pilot estimate or a round's curve points that
+        # another variant of this (budget, seed) measured alike is reused, else measured in its own folder.
+        folders = [_taba_folder(workdir, name, spec.budget, spec.seed)
+                   for name in ["taba", *(f"taba:{variant}" for variant in config.taba_variants)]]
         allocation, information = taba.run(problem, dataset, config.taba_config(spec.strategy), config.train,
                                            spec.seed, _taba_folder(workdir, spec.strategy, spec.budget, spec.seed),
-                                           progress, shared_workdir=_taba_folder(workdir, "taba", spec.budget, spec.seed))
+                                           progress, shared_workdirs=folders)
         found = allocation.info.get("taba", {})
         estimate = {**information.to_json(), "predicted_objective": allocation.info["objective"],
                     **{k: found.get(k) for k in ("pilot_size", "subset_sizes", "subset_losses", "subset_errors",

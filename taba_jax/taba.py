@@ -264,11 +264,11 @@ def _validation_curves(dataset: MultiTaskDataset, tasks: list[TaskSpec], subsets
 
 
 def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: TabaConfig, train_config: TrainConfig,
-                         seed: int, workdir: str, progress: bool = False, shared_workdir: str | None = None) -> Estimate:
+                         seed: int, workdir: str, progress: bool = False, shared_workdirs=()) -> Estimate:
     """Trains the pilot models and estimates S and gamma (skipping what `config` already gives).
 
     Cached as `<workdir>/estimate.json`: an existing estimate for the same pilot and configs is
-    returned as is, and so is one in `shared_workdir` (another TABA variant's folder), copied here.
+    returned as is, and so is one in a folder of `shared_workdirs` (other TABA variants'), copied here.
     """
     tasks = dataset.task_specs(pilot.problem.task_names)
     names = [t.name for t in tasks]
@@ -278,16 +278,13 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     cache = os.path.join(workdir, ESTIMATE_FILE)
     # The rounds after the pilot do not change it: one estimate serves any number of rounds,
     # any exploration and the floor for flat tasks (left out of the key, which it postdates).
-    estimated_by = to_json(dataclasses.replace(config, rounds=1, explore=None))
-    del estimated_by["flat_slope_floor"]
+    estimated_by = to_json(dataclasses.replace(config, rounds=1, explore=None, refit_floor=False))
+    del estimated_by["flat_slope_floor"], estimated_by["refit_floor"]
     key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed, "taba": estimated_by,
                                  "train": to_json(train_config)}))
-    for folder in [workdir] + ([shared_workdir] if shared_workdir not in (None, workdir) else []):
-        saved = _cached(os.path.join(folder, ESTIMATE_FILE), key)
-        if saved is not None:
-            if folder != workdir:
-                io_utils.write_json(cache, saved)
-            return Estimate.from_json(saved["estimate"])
+    saved = _shared_cache(cache, key, [os.path.join(folder, ESTIMATE_FILE) for folder in shared_workdirs])
+    if saved is not None:
+        return Estimate.from_json(saved["estimate"])
     n = len(pilot_images)
     fractions = config.subset_fractions if config.gamma is None else ()
     sizes = sorted({max(1, int(round(f * n))) for f in fractions} - {n})
@@ -336,23 +333,36 @@ def _cached(path: str, key: dict) -> dict | None:
     return saved if saved.get("key") == key else None
 
 
+def _shared_cache(path: str, key: dict, shared_paths) -> dict | None:
+    """The cache at `path` for `key`, else the first of `shared_paths` written for `key` (copied to
+    `path`), else None."""
+    for candidate in [path, *shared_paths]:
+        saved = _cached(candidate, key)
+        if saved is not None:
+            if candidate != path:
+                io_utils.write_json(path, saved)
+            return saved
+    return None
+
+
 def pilot_estimate(problem: BudgetProblem, dataset: MultiTaskDataset, config: TabaConfig, train_config: TrainConfig,
                    seed: int, workdir: str, progress: bool = False,
-                   shared_workdir: str | None = None) -> tuple[Allocation, Estimate]:
+                   shared_workdirs=()) -> tuple[Allocation, Estimate]:
     """TABA's pilot for `problem` and the estimate trained on it (cached in `workdir`, or reused from
-    `shared_workdir`'s cache): where `run` starts, and what anything else that needs the measured
+    the cache of a folder of `shared_workdirs`): where `run` starts, and what anything else that needs the measured
     affinity reads (the same cache)."""
     pilot = pilot_allocation(problem, pilot_size(problem, config.rho), seed)
-    return pilot, estimate_information(dataset, pilot, config, train_config, seed, workdir, progress, shared_workdir)
+    return pilot, estimate_information(dataset, pilot, config, train_config, seed, workdir, progress, shared_workdirs)
 
 
 def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaConfig, train_config: TrainConfig,
         seed: int, workdir: str, progress: bool = False,
-        shared_workdir: str | None = None) -> tuple[Allocation, InformationModel]:
+        shared_workdirs=()) -> tuple[Allocation, InformationModel]:
     """Pilot -> estimate -> greedy. Returns the allocation (pilot included, within budget) and the
     information model; `allocation.info["taba"]` holds the estimate's measurements. A pilot estimate
-    cached in `shared_workdir` for the same pilot and estimation config is reused (TABA variants that
-    differ only after the pilot share one).
+    or a round's curve points cached in a folder of `shared_workdirs` (other variants' `workdir`s) for
+    the same labels and measuring config are reused: variants that differ only after a measurement
+    share it.
 
     With affinity, gamma and kappa all given nothing is estimated, no pilot is bought and no
     dataset is needed.
@@ -364,15 +374,17 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
     if dataset is None:
         raise ValueError("TABA needs images to estimate its information model: give a dataset, or all of "
                          "config.taba.affinity, config.taba.gamma and config.taba.kappa")
-    pilot, estimate = pilot_estimate(problem, dataset, config, train_config, seed, workdir, progress, shared_workdir)
+    pilot, estimate = pilot_estimate(problem, dataset, config, train_config, seed, workdir, progress, shared_workdirs)
     information, allocation, rounds, floored = estimate.information, pilot, [], []
     if config.flat_slope_floor:
         allocation, floored = floor_flat_tasks(problem, pilot, information.gamma, config.gamma_range, seed)
     intercept, pilot_cost = estimate.intercept, problem.cost_of(pilot.labels)
     for index in range(config.rounds):
         if index:
+            round_folder = f"round{index + 1}"
             points = measure_curve_points(dataset, allocation, information, config, train_config, seed,
-                                          os.path.join(workdir, f"round{index + 1}"), progress)
+                                          os.path.join(workdir, round_folder), progress,
+                                          [os.path.join(folder, round_folder) for folder in shared_workdirs])
             information, intercept = refit_information(information, intercept, points, config,
                                                        dataset.task_specs(problem.task_names), problem.num_images)
             rounds.append({"spent": allocation.spent, "points": points.to_json(),
@@ -403,16 +415,19 @@ def floor_flat_tasks(problem: BudgetProblem, allocation: Allocation, gamma, gamm
 
 def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, information: InformationModel,
                          config: TabaConfig, train_config: TrainConfig, seed: int, workdir: str,
-                         progress: bool = False) -> CurvePoints:
+                         progress: bool = False, shared_workdirs=()) -> CurvePoints:
     """Trains models on `allocation` and on its nested subsets (each task's labeled images cut to
     `config.subset_fractions` of their number, prefixes of one seeded order per task) and returns
-    their learning-curve points. Cached as `<workdir>/points.json` for the same allocation and configs."""
+    their learning-curve points. Cached as `<workdir>/points.json` for the same allocation and configs
+    (or reused from `<shared>/points.json` of a folder of `shared_workdirs`)."""
     tasks = dataset.task_specs(allocation.problem.task_names)
     names = [t.name for t in tasks]
     cache = os.path.join(workdir, "points.json")
+    measured_by = to_json(config)
+    del measured_by["refit_floor"]  # fitted to the points once measured (and left out of the key it postdates)
     key = json.loads(json.dumps({"labels": allocation.metadata()["labels_sha256"], "seed": seed,
-                                 "taba": to_json(config), "train": to_json(train_config)}))
-    saved = _cached(cache, key)
+                                 "taba": measured_by, "train": to_json(train_config)}))
+    saved = _shared_cache(cache, key, [os.path.join(folder, "points.json") for folder in shared_workdirs])
     if saved is not None:
         return CurvePoints.from_json(saved["points"])
     orders = {t: rng.numpy_rng(seed, "round_subsets", index).permutation(allocation.labeled_indices(index))
@@ -434,16 +449,60 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
     return points
 
 
+def fit_floored_curve(sizes, values, kappa: float, gamma_range=(0.05, 1.5),
+                      grid: int = 64) -> tuple[float, float, float, float]:
+    """`v = f + b n^-gamma` with an irreducible floor `0 <= f <= min v` and `b >= 0`, fitted by
+    least squares of the relative residuals over a geometric grid of `grid` slopes in `gamma_range`
+    (f and b are linear given gamma). Returns (gamma, f, b, reducible share at n = 0): the curve read
+    as METHOD's `f + b kappa^-gamma (1 + n/kappa)^-gamma`, the share is `b kappa^-gamma / (f + b
+    kappa^-gamma)` — the part of the untrained loss that labels can remove. Needs three distinct
+    sizes (three parameters)."""
+    sizes, values = np.asarray(sizes, np.float64), np.asarray(values, np.float64)
+    if sizes.ndim != 1 or len(np.unique(sizes)) < 3 or (sizes <= 0).any():
+        raise ValueError(f"sizes must hold at least three distinct positive values, got {sizes.tolist()}")
+    if values.shape != sizes.shape or not (values > 0).all():
+        raise ValueError(f"values must be positive with shape {sizes.shape}, got {values.tolist()}")
+    best = None
+    for gamma in np.geomspace(*gamma_range, grid):
+        z = sizes ** -gamma
+        design = np.stack([np.ones_like(z), z], axis=1) / values[:, None]  # relative residuals
+        (floor, scale), *_ = np.linalg.lstsq(design, np.ones_like(values), rcond=None)
+        floor = float(np.clip(floor, 0.0, values.min()))
+        scale = max(float(z @ ((values - floor) / values ** 2) / (z @ (z / values ** 2))), 0.0)
+        error = float(np.sum(((floor + scale * z) / values - 1.0) ** 2))
+        if best is None or error < best[0]:
+            best = (error, float(gamma), floor, scale)
+    _, gamma, floor, scale = best
+    reducible = scale * kappa ** -gamma
+    return gamma, floor, scale, reducible / (floor + reducible)
+
+
 def refit_information(information: InformationModel, intercept, points: CurvePoints, config: TabaConfig,
                       tasks: list[TaskSpec], pool_size: int) -> tuple[InformationModel, np.ndarray]:
     """The information model with every task's curve refitted on `points` (`refit_learning_curves`;
     given gamma stay) and, for `objective="delta_m"`, the weights recomputed for a pool of
-    `pool_size` images; S and kappa stay. U is in effective images (a fully labeled image gives 1)."""
+    `pool_size` images; S and kappa stay. U is in effective images (a fully labeled image gives 1).
+
+    With `config.refit_floor`, every task with three or more own points is fitted with an
+    irreducible floor (`fit_floored_curve`) and weighted by its reducible share: a task whose curve
+    has flattened at its floor (learned) stops drawing money, which a power law without a floor,
+    falling forever, cannot express."""
     gamma = np.asarray(information.gamma, np.float64)
+    values = points.losses if config.curve_fit == "loss" else points.errors
     if config.gamma is None:
-        values = points.losses if config.curve_fit == "loss" else points.errors
         gamma, intercept = refit_learning_curves(points, values, gamma, intercept, config.gamma_range)
     refitted = information.replace(gamma=gamma)
+    if config.refit_floor:
+        gamma, intercept = np.array(gamma, np.float64), np.array(intercept, np.float64)
+        weights = np.ones_like(gamma)
+        kappa = np.asarray(information.kappa, np.float64)
+        for t in range(values.shape[1]):
+            own = points.labels[:, t] > 0
+            if len(np.unique(points.information[own, t])) >= 3:
+                gamma[t], _, scale, weights[t] = fit_floored_curve(points.information[own, t], values[own, t],
+                                                                   kappa[t], config.gamma_range)
+                intercept[t] = np.log(max(scale, 1e-12))
+        refitted = information.replace(gamma=gamma, weights=weights if weights.sum() > 0 else np.ones_like(weights))
     if config.objective == "delta_m":
         refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks)
     return refitted, np.asarray(intercept, np.float64)

@@ -92,6 +92,8 @@ def parse_train_job(**overrides):
                                       "got rounds=1"),
     ("taba__objective", "delta_m", "config.taba.objective: 'delta_m' predicts metric errors: it needs "
                                    "curve_fit='metric', got 'loss'"),
+    ("taba__refit_floor", True, "config.taba.refit_floor: fits the curves of later rounds: it needs rounds >= 2, "
+                                "got rounds=1"),
     ("taba__affinity", ((1.0, 0.5),), "config.taba.affinity: must be a square matrix"),
     ("taba__affinity", ((1.0, 2.0), (0.0, 1.0)), "config.taba.affinity: entries must lie in [0, 1]"),
     ("taba__affinity", ((0.5, 0.0), (0.0, 1.0)), "config.taba.affinity: diagonal must be 1"),

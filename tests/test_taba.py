@@ -135,13 +135,25 @@ def test_a_variant_reuses_an_estimate_shared_for_its_pilot_only_when_it_estimate
     real_train = train.Trainer.train
     monkeypatch.setattr(train.Trainer, "train", lambda self, *a, **k: trainings.append(1) or real_train(self, *a, **k))
     taba.run(problem, dataset, tiny_taba_config(flat_slope_floor=True), tiny_train_config(8), 3,
-             floor_dir, shared_workdir=plain_dir)
+             floor_dir, shared_workdirs=[plain_dir])
     assert trainings == []  # the floor acts after the pilot: the plain run's estimate serves it
     shared = json.loads((tmp_path / "plain" / taba.ESTIMATE_FILE).read_text())
     assert json.loads((tmp_path / "floor" / taba.ESTIMATE_FILE).read_text())["estimate"] == shared["estimate"]
     taba.run(problem, dataset, tiny_taba_config(curve_fit="metric"), tiny_train_config(8), 3, metric_dir,
-             shared_workdir=plain_dir)
+             shared_workdirs=[plain_dir])
     assert len(trainings) == 3  # another curve fit is another estimate: the pilot's three subsets retrained
+
+
+def test_a_round_measured_by_another_variant_is_reused_when_only_the_fit_differs(dataset, tmp_path, monkeypatch):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    explore = dict(rounds=2, explore="equal_budget", subset_fractions=(0.5,))
+    measured, _ = run_taba(problem, dataset, tiny_taba_config(**explore), 3, str(tmp_path / "explore"))
+    monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("a shared measurement was retrained"))
+    floored, _ = taba.run(problem, dataset, tiny_taba_config(**explore, refit_floor=True), tiny_train_config(8), 3,
+                          str(tmp_path / "floor"), shared_workdirs=[str(tmp_path / "explore")])
+    (first,), (second,) = measured.info["taba"]["rounds"], floored.info["taba"]["rounds"]
+    assert first["points"] == second["points"] and (tmp_path / "floor" / "round2" / "points.json").exists()
+    assert problem.budget - 1 < floored.spent <= problem.budget
 
 
 def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_trainings(dataset, tmp_path,
@@ -195,6 +207,33 @@ def test_refit_fits_each_task_on_its_own_information_and_keeps_tasks_without_own
     gamma, intercept = taba.refit_learning_curves(both, both.errors, [0.1, 0.1], [0.0, 0.0], (0.01, 2.0))
     np.testing.assert_allclose(gamma, [0.4, 0.8], rtol=1e-6)
     np.testing.assert_allclose(intercept, np.log([2.0, 0.5]), rtol=1e-6)
+
+
+def test_floored_curve_fit_recovers_a_known_floor_and_a_pure_power_law_has_none():
+    sizes = np.array([10.0, 40.0, 160.0])
+    gamma, floor, scale, share = taba.fit_floored_curve(sizes, 0.2 + 3.0 * sizes ** -0.5, kappa=10.0)
+    np.testing.assert_allclose([gamma, floor, scale], [0.5, 0.2, 3.0], rtol=0.05)  # within the slope grid's step
+    np.testing.assert_allclose(share, scale * 10 ** -gamma / (floor + scale * 10 ** -gamma), rtol=1e-9)
+    gamma, floor, _, share = taba.fit_floored_curve(sizes, 2.0 * sizes ** -0.8, kappa=10.0)
+    assert floor < 0.1 * (2.0 * 160 ** -0.8) and share > 0.95 and abs(gamma - 0.8) < 0.1
+    with pytest.raises(ValueError, match="at least three distinct"):
+        taba.fit_floored_curve([10.0, 20.0, 20.0], [1.0, 0.5, 0.5], kappa=10.0)
+
+
+def test_refit_floor_weights_a_flattened_task_below_one_still_falling():
+    information = np.array([[100.0, 100.0, 5.0], [200.0, 200.0, 5.0], [400.0, 400.0, 5.0]])
+    losses = np.stack([0.1 + 5.0 * information[:, 0] ** -1.0,  # flattened near its floor 0.1
+                       3.0 * information[:, 1] ** -0.5, np.full(3, 0.7)], axis=1)  # still falling; no own labels
+    labels = np.array([[100, 100, 0], [200, 200, 0], [400, 400, 0]], np.float64)
+    points = taba.CurvePoints(labels, information, losses, losses)
+    model = taba.information_model(tiny_taba_config(), 3, np.eye(3), [0.3, 0.3, 0.3], default_kappa=20.0)
+    config = tiny_taba_config(rounds=2, refit_floor=True)
+    refitted, _ = taba.refit_information(model, np.zeros(3), points, config, [], pool_size=1000)
+    weights, gamma = np.asarray(refitted.weights), np.asarray(refitted.gamma)
+    np.testing.assert_allclose(gamma[:2], [1.0, 0.5], rtol=0.05)
+    assert weights[0] < 0.9 < 0.99 < weights[1] and weights[2] == 1.0 and gamma[2] == pytest.approx(0.3)
+    plain, _ = taba.refit_information(model, np.zeros(3), points, tiny_taba_config(rounds=2), [], pool_size=1000)
+    np.testing.assert_allclose(plain.weights, 1.0)  # without the option: METHOD's unweighted power law
 
 
 def test_delta_m_weights_by_hand():
