@@ -277,7 +277,8 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
         raise ValueError("the pilot must label every task on the same images (at least 2)")
     cache = os.path.join(workdir, ESTIMATE_FILE)
     # The rounds after the pilot do not change it: one estimate serves any number of rounds,
-    # any exploration and the floor for flat tasks (left out of the key, which it postdates).
+    # any exploration, the floor for flat tasks and the refit's floor (left out of the key, which
+    # they postdate).
     estimated_by = to_json(dataclasses.replace(config, rounds=1, explore=None, refit_floor=False))
     del estimated_by["flat_slope_floor"], estimated_by["refit_floor"]
     key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed, "taba": estimated_by,
@@ -349,8 +350,8 @@ def pilot_estimate(problem: BudgetProblem, dataset: MultiTaskDataset, config: Ta
                    seed: int, workdir: str, progress: bool = False,
                    shared_workdirs=()) -> tuple[Allocation, Estimate]:
     """TABA's pilot for `problem` and the estimate trained on it (cached in `workdir`, or reused from
-    the cache of a folder of `shared_workdirs`): where `run` starts, and what anything else that needs the measured
-    affinity reads (the same cache)."""
+    the cache of a folder of `shared_workdirs`): where `run` starts, and what anything else that
+    needs the measured affinity reads (the same cache)."""
     pilot = pilot_allocation(problem, pilot_size(problem, config.rho), seed)
     return pilot, estimate_information(dataset, pilot, config, train_config, seed, workdir, progress, shared_workdirs)
 
@@ -483,7 +484,7 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
     given gamma stay) and, for `objective="delta_m"`, the weights recomputed for a pool of
     `pool_size` images; S and kappa stay. U is in effective images (a fully labeled image gives 1).
 
-    With `config.refit_floor`, every task with three or more own points is fitted with an
+    With `config.refit_floor` (and no given gamma), every task with three or more own points is fitted with an
     irreducible floor (`fit_floored_curve`) and weighted by its reducible share: a task whose curve
     has flattened at its floor (learned) stops drawing money, which a power law without a floor,
     falling forever, cannot express."""
@@ -492,7 +493,7 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
     if config.gamma is None:
         gamma, intercept = refit_learning_curves(points, values, gamma, intercept, config.gamma_range)
     refitted = information.replace(gamma=gamma)
-    if config.refit_floor:
+    if config.refit_floor and config.gamma is None:
         gamma, intercept = np.array(gamma, np.float64), np.array(intercept, np.float64)
         weights = np.ones_like(gamma)
         kappa = np.asarray(information.kappa, np.float64)
