@@ -336,11 +336,11 @@ def _cached(path: str, key: dict) -> dict | None:
 
 def _shared_cache(path: str, key: dict, shared_paths) -> dict | None:
     """The cache at `path` for `key`, else the first of `shared_paths` written for `key` (copied to
-    `path`), else None."""
-    for candidate in [path, *shared_paths]:
+    `path`), else None. A shared path that is `path` itself (a variant's own folder) is read once."""
+    for candidate in dict.fromkeys([os.path.normpath(p) for p in (path, *shared_paths)]):
         saved = _cached(candidate, key)
         if saved is not None:
-            if candidate != path:
+            if candidate != os.path.normpath(path):
                 io_utils.write_json(path, saved)
             return saved
     return None
