@@ -359,7 +359,8 @@ class TabaConfig:
     flat_slope_floor: bool = False
     # With rounds >= 2: each refit fits every task's curve with an irreducible floor, L = f + b U^-gamma,
     # and weights the task by the share of its loss labels can still remove, so that a task whose curve
-    # has flattened (learned) stops drawing money (docs/method.md). False: METHOD.md's power law.
+    # has flattened (learned) stops drawing money; with objective "delta_m" the weight is that reducible
+    # error over the reference metric the floored curve reaches (docs/method.md). False: METHOD.md's power law.
     refit_floor: bool = False
     affinity: tuple[tuple[float, ...], ...] | None = None  # known S[s][t]: skips the affinity measurement
     gamma: tuple[float, ...] | None = None  # known slopes: skip the subset trainings
@@ -391,9 +392,8 @@ class TabaConfig:
                 f"must be None or >= 0, got {self.transfer_cap!r}")
         require(not self.refit_floor or self.rounds >= 2, "refit_floor",
                 f"fits the curves of later rounds: it needs rounds >= 2, got rounds={self.rounds!r}")
-        require(not self.refit_floor or (self.objective == "relative" and self.weights is None), "refit_floor",
-                f"sets the task weights itself: it needs objective='relative' and no config.taba.weights, got "
-                f"objective={self.objective!r}, weights={self.weights!r}")
+        require(not self.refit_floor or self.weights is None, "refit_floor",
+                f"sets the task weights itself; config.taba.weights={self.weights!r} must be unset")
         require(self.explore is None or self.rounds >= 2, "explore",
                 f"spends the first of several rounds: it needs rounds >= 2, got rounds={self.rounds!r}")
         if self.known:

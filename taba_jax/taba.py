@@ -11,8 +11,8 @@
 4. `allocate(problem, "taba", information, initial=pilot)`: the pilot is part of the allocation and
    its cost is inside the budget.
 
-Four measured deviations from METHOD.md, all off by default (README, "TABA in rounds" and "A floor
-for tasks the pilot cannot read"):
+Five measured deviations from METHOD.md, all off by default (README, "TABA in rounds", "A floor
+for tasks the pilot cannot read" and "Floor, exploration and a floor in the refit"):
 - `config.rounds = R > 1` spends the budget after the pilot in R equal rounds. Before each round but
   the first, models are trained on everything bought so far and on its nested subsets, and every
   task's learning curve is refitted on those points (its information U_t under S, its validation
@@ -26,6 +26,11 @@ for tasks the pilot cannot read"):
   that the refit sees every task beyond the pilot before the greedy spends the rest.
 - `config.flat_slope_floor` gives every task whose pilot slope sits at the lower clip at least
   equal_budget's labels before the greedy: a flat pilot curve may be a task that learns late.
+- `config.refit_floor` (with rounds > 1) fits each refitted curve with an irreducible floor and
+  weights the task by what labels can still remove (relative, or in Delta_m points with "delta_m").
+
+Measurements (the pilot's, a round's) are cached under a key of what measures them and refitted
+under whichever config asks (`FIT_FIELDS`, `MODEL_FIELDS`), so variants share them.
 
 `run` is what "taba" means everywhere (launchers, experiments); it skips the estimation only when
 affinity, gamma and kappa are all given.
@@ -51,6 +56,14 @@ from taba_jax.models import build_model, shared_parameters
 from taba_jax.tasks import TaskSpec
 
 ESTIMATE_FILE = "estimate.json"
+# TabaConfig fields that act only on measurements already taken (how the curves are fitted and what is
+# bought next): the measurement caches leave them out of their keys, so that variants differing only in
+# them share one pilot estimate and one round's curve points.
+FIT_FIELDS = ("curve_fit", "objective", "gamma_range", "gamma_shrinkage", "weights", "flat_slope_floor",
+              "refit_floor", "rounds", "explore")
+# Fields that shape the information model built on the pilot's measurements: left out of the pilot's
+# key as well (a round's points record U under that model, so they stay in the points' key).
+MODEL_FIELDS = ("curve", "kappa", "transfer_cap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,11 +209,16 @@ def delta_m_weights(gamma, intercept, kappa, pool_size: int, higher_is_better) -
     `(E_t(U) - E_t(ref)) / M_t(ref)` up to sign, so `w_t = E_t(0) / M_t(ref)` makes
     `sum_t w_t g_t(U_t)` Delta_m up to a constant. Returned normalised to mean 1."""
     gamma, intercept, kappa = (np.asarray(v, np.float64) for v in (gamma, intercept, kappa))
-    at_zero = np.exp(intercept) * kappa ** -gamma
-    at_pool = np.exp(intercept) * float(pool_size) ** -gamma
-    reference = np.where(np.asarray(higher_is_better, bool), np.clip(1.0 - at_pool, 0.05, 1.0), at_pool)
-    weights = at_zero / reference
+    weights = _delta_m_sensitivity(np.exp(intercept) * kappa ** -gamma, np.exp(intercept) * float(pool_size) ** -gamma,
+                                   higher_is_better)
     return weights / weights.mean()
+
+
+def _delta_m_sensitivity(reducible, at_pool, higher_is_better) -> np.ndarray:
+    """Delta_m points per unit of a task's learning-curve gain g_t: the error labels can remove over
+    the reference metric, which the curve's error at the whole pool (`at_pool`) stands for."""
+    reference = np.where(np.asarray(higher_is_better, bool), np.clip(1.0 - at_pool, 0.05, 1.0), at_pool)
+    return np.asarray(reducible, np.float64) / reference
 
 
 def pilot_size(problem: BudgetProblem, rho: float) -> int:
@@ -267,8 +285,10 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
                          seed: int, workdir: str, progress: bool = False, shared_workdirs=()) -> Estimate:
     """Trains the pilot models and estimates S and gamma (skipping what `config` already gives).
 
-    Cached as `<workdir>/estimate.json`: an existing estimate for the same pilot and configs is
-    returned as is, and so is one in a folder of `shared_workdirs` (other TABA variants'), copied here.
+    The measurements are cached as `<workdir>/estimate.json` under a key of what measures them (the
+    pilot, the seed, the training and the measuring fields of `config`, not `FIT_FIELDS` or
+    `MODEL_FIELDS`): a cache for that key, here or in a folder of `shared_workdirs` (other TABA
+    variants', copied here), is refitted under `config` instead of retrained.
     """
     tasks = dataset.task_specs(pilot.problem.task_names)
     names = [t.name for t in tasks]
@@ -276,16 +296,16 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     if len(pilot_images) < 2 or pilot.labels.sum() != len(pilot_images) * len(tasks):
         raise ValueError("the pilot must label every task on the same images (at least 2)")
     cache = os.path.join(workdir, ESTIMATE_FILE)
-    # The rounds after the pilot do not change it: one estimate serves any number of rounds,
-    # any exploration, the floor for flat tasks and the refit's floor (left out of the key, which
-    # they postdate).
-    estimated_by = to_json(dataclasses.replace(config, rounds=1, explore=None, refit_floor=False))
-    del estimated_by["flat_slope_floor"], estimated_by["refit_floor"]
-    key = json.loads(json.dumps({"pilot_images": pilot_images.tolist(), "seed": seed, "taba": estimated_by,
-                                 "train": to_json(train_config)}))
+    key = _measurement_key(config, FIT_FIELDS + MODEL_FIELDS, pilot_images=pilot_images.tolist(), seed=seed,
+                           train=to_json(train_config))
     saved = _shared_cache(cache, key, [os.path.join(folder, ESTIMATE_FILE) for folder in shared_workdirs])
     if saved is not None:
-        return Estimate.from_json(saved["estimate"])
+        measured = saved["estimate"]
+        return fit_estimate(config, tasks, pilot.problem.num_images, int(measured["pilot_size"]),
+                            list(measured["affinity_steps"]),
+                            np.asarray(measured["lookahead"], np.float64).reshape(-1, len(tasks), len(tasks)),
+                            list(measured["subset_sizes"]), np.asarray(measured["subset_losses"], np.float64),
+                            np.asarray(measured["subset_errors"], np.float64))
     n = len(pilot_images)
     fractions = config.subset_fractions if config.gamma is None else ()
     sizes = sorted({max(1, int(round(f * n))) for f in fractions} - {n})
@@ -301,28 +321,43 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     subset_losses, subset_errors = _validation_curves(
         dataset, tasks, subsets, train_config, seed, [os.path.join(workdir, f"pilot_{size}") for size in subset_sizes],
         [train.CallbackHook(probe, config.affinity_every)] if probe else [], progress)
+    if probe is not None and not probe.values:
+        raise ValueError(f"no affinity measurement in {train_config.num_steps} pilot steps with "
+                         f"config.taba.affinity_every={config.affinity_every} and "
+                         f"config.taba.affinity_start={config.affinity_start}")
+    lookahead = np.array(probe.values) if probe else np.zeros((0, len(tasks), len(tasks)))
+    estimate = fit_estimate(config, tasks, pilot.problem.num_images, n, probe.steps if probe else [], lookahead,
+                            subset_sizes, subset_losses, subset_errors)
+    io_utils.write_json(cache, {"key": key, "estimate": estimate.to_json()})
+    return estimate
+
+
+def fit_estimate(config: TabaConfig, tasks: list[TaskSpec], pool_size: int, pilot_size: int, affinity_steps,
+                 lookahead: np.ndarray, subset_sizes, subset_losses: np.ndarray,
+                 subset_errors: np.ndarray) -> Estimate:
+    """The Estimate that `config` fits to a pilot's measurements: S from the lookahead (unless given),
+    the learning curves from the subsets' losses or errors (`curve_fit`), kappa = the pilot size
+    unless given, and the delta_m weights for a pool of `pool_size` images where asked."""
     curve = subset_losses if config.curve_fit == "loss" else subset_errors
     if config.gamma is not None:
         gamma = np.array(task_values(config.gamma, len(tasks), "gamma"))
-        intercept = np.log(curve[-1]) + gamma * np.log(n)
+        intercept = np.log(curve[-1]) + gamma * np.log(pilot_size)
     else:
-        gamma, intercept = shrink_slopes(*fit_learning_curves(subset_sizes, curve, config.gamma_range), n,
+        gamma, intercept = shrink_slopes(*fit_learning_curves(subset_sizes, curve, config.gamma_range), pilot_size,
                                          config.gamma_shrinkage)
-    if probe is None:
-        affinity, lookahead, steps = None, np.zeros((0, len(tasks), len(tasks))), []
-    else:
-        if not probe.values:
-            raise ValueError(f"no affinity measurement in {train_config.num_steps} pilot steps with "
-                             f"config.taba.affinity_every={config.affinity_every} and "
-                             f"config.taba.affinity_start={config.affinity_start}")
-        lookahead, steps = np.array(probe.values), probe.steps
-        affinity = np.asarray(affinity_from_lookahead(lookahead), np.float64)
-    information = information_model(config, len(tasks), affinity, gamma, default_kappa=float(n), task_names=names)
+    affinity = np.asarray(affinity_from_lookahead(lookahead), np.float64) if len(lookahead) else None
+    information = information_model(config, len(tasks), affinity, gamma, default_kappa=float(pilot_size),
+                                    task_names=[t.name for t in tasks])
     if config.objective == "delta_m":
-        information = _with_delta_m_weights(information, intercept, pilot.problem.num_images, tasks)
-    estimate = Estimate(information, n, steps, lookahead, subset_sizes, subset_losses, intercept, subset_errors)
-    io_utils.write_json(cache, {"key": key, "estimate": estimate.to_json()})
-    return estimate
+        information = _with_delta_m_weights(information, intercept, pool_size, tasks)
+    return Estimate(information, pilot_size, list(affinity_steps), lookahead, list(subset_sizes), subset_losses,
+                    intercept, subset_errors)
+
+
+def _measurement_key(config: TabaConfig, left_out, **measured) -> dict:
+    """A measurement cache's key: `measured` and the fields of `config` but `left_out`, as JSON values."""
+    fields = {name: value for name, value in to_json(config).items() if name not in left_out}
+    return json.loads(json.dumps({**measured, "taba": fields}))
 
 
 def _cached(path: str, key: dict) -> dict | None:
@@ -424,10 +459,8 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
     tasks = dataset.task_specs(allocation.problem.task_names)
     names = [t.name for t in tasks]
     cache = os.path.join(workdir, "points.json")
-    measured_by = to_json(config)
-    del measured_by["refit_floor"]  # fitted to the points once measured (and left out of the key it postdates)
-    key = json.loads(json.dumps({"labels": allocation.metadata()["labels_sha256"], "seed": seed,
-                                 "taba": measured_by, "train": to_json(train_config)}))
+    key = _measurement_key(config, FIT_FIELDS, labels=allocation.metadata()["labels_sha256"], seed=seed,
+                           train=to_json(train_config))
     saved = _shared_cache(cache, key, [os.path.join(folder, "points.json") for folder in shared_workdirs])
     if saved is not None:
         return CurvePoints.from_json(saved["points"])
@@ -484,28 +517,39 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
     given gamma stay) and, for `objective="delta_m"`, the weights recomputed for a pool of
     `pool_size` images; S and kappa stay. U is in effective images (a fully labeled image gives 1).
 
-    With `config.refit_floor` (and no given gamma), every task with three or more own points is fitted with an
-    irreducible floor (`fit_floored_curve`) and weighted by its reducible share: a task whose curve
-    has flattened at its floor (learned) stops drawing money, which a power law without a floor,
-    falling forever, cannot express."""
+    With `config.refit_floor` (and no given gamma), every task with three or more own points is fitted
+    with an irreducible floor (`fit_floored_curve`) and weighted by what labels can still remove: its
+    reducible share of the untrained value (objective "relative"), or that reducible error over the
+    reference metric the floored curve reaches at the whole pool (objective "delta_m"). A task whose
+    curve has flattened at its floor (learned) stops drawing money, which a power law without a
+    floor, falling forever, cannot express."""
     gamma = np.asarray(information.gamma, np.float64)
     values = points.losses if config.curve_fit == "loss" else points.errors
     if config.gamma is None:
         gamma, intercept = refit_learning_curves(points, values, gamma, intercept, config.gamma_range)
     refitted = information.replace(gamma=gamma)
+    higher_is_better = [t.higher_is_better for t in tasks]
+    if config.objective == "delta_m":
+        refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks)
     if config.refit_floor and config.gamma is None:
         gamma, intercept = np.array(gamma, np.float64), np.array(intercept, np.float64)
-        weights = np.ones_like(gamma)
         kappa = np.asarray(information.kappa, np.float64)
+        # Tasks left on the power law (fewer than three own points) keep its weight.
+        weights = (np.ones_like(gamma) if config.objective == "relative" else _delta_m_sensitivity(
+            np.exp(intercept) * kappa ** -gamma, np.exp(intercept) * float(pool_size) ** -gamma, higher_is_better))
         for t in range(values.shape[1]):
             own = points.labels[:, t] > 0
             if len(np.unique(points.information[own, t])) >= 3:
-                gamma[t], _, scale, weights[t] = fit_floored_curve(points.information[own, t], values[own, t],
-                                                                   kappa[t], config.gamma_range)
+                gamma[t], floor, scale, share = fit_floored_curve(points.information[own, t], values[own, t],
+                                                                  kappa[t], config.gamma_range)
                 intercept[t] = np.log(max(scale, 1e-12))
-        refitted = information.replace(gamma=gamma, weights=weights if weights.sum() > 0 else np.ones_like(weights))
-    if config.objective == "delta_m":
-        refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks)
+                weights[t] = share if config.objective == "relative" else _delta_m_sensitivity(
+                    scale * kappa[t] ** -gamma[t], floor + scale * float(pool_size) ** -gamma[t], higher_is_better[t])
+        if weights.sum() <= 0:
+            weights = np.ones_like(weights)
+        elif config.objective == "delta_m":
+            weights = weights / weights.mean()  # as delta_m_weights
+        refitted = information.replace(gamma=gamma, weights=weights)
     return refitted, np.asarray(intercept, np.float64)
 
 

@@ -138,6 +138,10 @@ def test_taba_rounds_and_delta_m_objective_need_what_they_measure():
                                           r"affinity, gamma and kappa are all given \(nothing is trained\); got 3"):
         parse_train_job(taba__rounds=3, **known)
     parse_train_job(taba__rounds=3, taba__objective="delta_m", taba__curve_fit="metric")
+    with pytest.raises(ConfigError, match=r"config.taba.refit_floor: sets the task weights itself; "
+                                          r"config.taba.weights=\(1.0, 2.0, 1.0, 1.0\) must be unset"):
+        parse_train_job(taba__rounds=2, taba__refit_floor=True, taba__weights=(1.0, 2.0, 1.0, 1.0))
+    parse_train_job(taba__rounds=2, taba__refit_floor=True, taba__objective="delta_m", taba__curve_fit="metric")
 
 
 def test_unknown_field_gets_a_suggestion():

@@ -1,4 +1,5 @@
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -139,9 +140,17 @@ def test_a_variant_reuses_an_estimate_shared_for_its_pilot_only_when_it_estimate
     assert trainings == []  # the floor acts after the pilot: the plain run's estimate serves it
     shared = json.loads((tmp_path / "plain" / taba.ESTIMATE_FILE).read_text())
     assert json.loads((tmp_path / "floor" / taba.ESTIMATE_FILE).read_text())["estimate"] == shared["estimate"]
-    taba.run(problem, dataset, tiny_taba_config(curve_fit="metric"), tiny_train_config(8), 3, metric_dir,
-             shared_workdirs=[plain_dir])
-    assert len(trainings) == 3  # another curve fit is another estimate: the pilot's three subsets retrained
+    metric, _ = taba.run(problem, dataset, tiny_taba_config(curve_fit="metric"), tiny_train_config(8), 3, metric_dir,
+                         shared_workdirs=[plain_dir])
+    assert trainings == []  # another fit of the same measurements: refitted, not retrained
+    estimate = metric.info["taba"]
+    gamma, _ = taba.fit_learning_curves(estimate["subset_sizes"], np.array(estimate["subset_errors"]))
+    np.testing.assert_allclose(estimate["information"]["gamma"], gamma)  # fitted to the errors, not the losses
+    assert estimate["subset_errors"] == shared["estimate"]["subset_errors"]
+    assert not np.allclose(gamma, shared["estimate"]["information"]["gamma"])
+    taba.run(problem, dataset, tiny_taba_config(subset_fractions=(0.5,)), tiny_train_config(8), 3,
+             str(tmp_path / "fractions"), shared_workdirs=[plain_dir])
+    assert len(trainings) == 2  # other subsets are other measurements: the pilot and its half retrained
 
 
 def test_a_round_measured_by_another_variant_is_reused_when_only_the_fit_differs(dataset, tmp_path, monkeypatch):
@@ -154,6 +163,11 @@ def test_a_round_measured_by_another_variant_is_reused_when_only_the_fit_differs
     (first,), (second,) = measured.info["taba"]["rounds"], floored.info["taba"]["rounds"]
     assert first["points"] == second["points"] and (tmp_path / "floor" / "round2" / "points.json").exists()
     assert problem.budget - 1 < floored.spent <= problem.budget
+    delta_m = tiny_taba_config(**explore, refit_floor=True, curve_fit="metric", objective="delta_m")
+    predicted, _ = taba.run(problem, dataset, delta_m, tiny_train_config(8), 3, str(tmp_path / "delta_m"),
+                            shared_workdirs=[str(tmp_path / "explore")])
+    (third,) = predicted.info["taba"]["rounds"]
+    assert third["points"] == first["points"] and third["information"]["weights"] != second["information"]["weights"]
 
 
 def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_trainings(dataset, tmp_path,
@@ -234,6 +248,25 @@ def test_refit_floor_weights_a_flattened_task_below_one_still_falling():
     assert weights[0] < 0.9 < 0.99 < weights[1] and weights[2] == 1.0 and gamma[2] == pytest.approx(0.3)
     plain, _ = taba.refit_information(model, np.zeros(3), points, tiny_taba_config(rounds=2), [], pool_size=1000)
     np.testing.assert_allclose(plain.weights, 1.0)  # without the option: METHOD's unweighted power law
+
+
+def test_refit_floor_with_delta_m_weights_each_task_by_its_removable_error_over_its_floored_reference():
+    gamma = np.geomspace(0.05, 1.5, 64)[45]  # a slope on the fit's grid (about 0.54): recovered exactly
+    information = np.array([[50.0] * 3, [100.0] * 3, [200.0] * 3])
+    errors = np.stack([0.1 + 2.0 * information[:, 0] ** -gamma,  # abs. error with a floor of 0.1
+                       1.0 * information[:, 1] ** -gamma,  # abs. error with no floor
+                       0.3 + 1.0 * information[:, 2] ** -gamma], axis=1)  # 1 - mIoU, floor 0.3
+    points = taba.CurvePoints(information, information, errors, errors)
+    tasks = [types.SimpleNamespace(higher_is_better=h) for h in (False, False, True)]
+    kappa, pool = 16.0, 10_000
+    model = taba.information_model(tiny_taba_config(), 3, np.eye(3), [0.3] * 3, default_kappa=kappa)
+    config = tiny_taba_config(rounds=2, refit_floor=True, curve_fit="metric", objective="delta_m")
+    refitted, _ = taba.refit_information(model, np.zeros(3), points, config, tasks, pool_size=pool)
+    removable = np.array([2.0, 1.0, 1.0]) * kappa ** -gamma  # b kappa^-gamma
+    at_pool = np.array([0.1, 0.0, 0.3]) + np.array([2.0, 1.0, 1.0]) * pool ** -gamma
+    expected = removable / np.array([at_pool[0], at_pool[1], 1.0 - at_pool[2]])  # Delta_m points per unit gain
+    np.testing.assert_allclose(refitted.weights, expected / expected.mean(), rtol=1e-6)
+    np.testing.assert_allclose(refitted.gamma, gamma, rtol=1e-6)
 
 
 def test_delta_m_weights_by_hand():
