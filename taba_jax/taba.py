@@ -528,10 +528,8 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
     if config.gamma is None:
         gamma, intercept = refit_learning_curves(points, values, gamma, intercept, config.gamma_range)
     refitted = information.replace(gamma=gamma)
-    higher_is_better = [t.higher_is_better for t in tasks]
-    if config.objective == "delta_m":
-        refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks)
     if config.refit_floor and config.gamma is None:
+        higher_is_better = [t.higher_is_better for t in tasks]
         gamma, intercept = np.array(gamma, np.float64), np.array(intercept, np.float64)
         kappa = np.asarray(information.kappa, np.float64)
         # Tasks left on the power law (fewer than three own points) keep its weight.
@@ -550,6 +548,8 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
         elif config.objective == "delta_m":
             weights = weights / weights.mean()  # as delta_m_weights
         refitted = information.replace(gamma=gamma, weights=weights)
+    elif config.objective == "delta_m":
+        refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks)
     return refitted, np.asarray(intercept, np.float64)
 
 
