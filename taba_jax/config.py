@@ -556,6 +556,8 @@ class ExperimentConfig(ProblemFields, DataFields):
     seeds: tuple[int, ...] = (0, 1)
     oracle_budgets: tuple[float, ...] = ()  # budgets where the fixed-share grid (the oracle) also runs
     oracle_resolution: int = 4  # the grid's step: every split of the budget into this many equal parts
+    oracle_interior: bool = False  # only the splits that give every task at least one part
+    oracle_seeds: tuple[int, ...] = ()  # seeds the grid runs with (a subset of config.seeds); () = all
     keep_checkpoints: bool = False  # keep each finished run's checkpoints (else deleted; results stay)
     workers: int = 1  # runs in parallel worker processes (1 = one after another in this process)
     threads_per_worker: int = 1  # XLA CPU intra-op threads of each worker process (Ray: CPUs per run)
@@ -595,6 +597,11 @@ class ExperimentConfig(ProblemFields, DataFields):
         require(all(b in self.budgets for b in self.oracle_budgets), "oracle_budgets",
                 f"must be among config.budgets {self.budgets!r}, got {self.oracle_budgets!r}")
         require_positive(self, "oracle_resolution")
+        require(not self.oracle_interior or self.oracle_resolution >= len(self.tasks), "oracle_resolution",
+                f"with oracle_interior every task needs a part: must be >= {len(self.tasks)} tasks, got "
+                f"{self.oracle_resolution!r}")
+        require(all(s in self.seeds for s in self.oracle_seeds), "oracle_seeds",
+                f"must be among config.seeds {self.seeds!r}, got {self.oracle_seeds!r}")
         _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list, measures_affinity=True)
         for strategy in self.strategy_list:  # each variant that runs is a valid TabaConfig for the tasks
             variant = taba_variant(strategy)
@@ -617,9 +624,11 @@ class ExperimentConfig(ProblemFields, DataFields):
             return self.taba
         return parse(TabaConfig, {**to_json(self.taba), **self.taba_variants[name]}, f"taba_variants.{name}")
 
-    def strategies_at(self, budget: float) -> list[str]:
-        """The strategies run at `budget`: the list, plus the oracle's share grid where it runs."""
-        grid = share_strategies(len(self.tasks), self.oracle_resolution) if budget in self.oracle_budgets else []
+    def strategies_at(self, budget: float, seed: int) -> list[str]:
+        """The strategies run at `budget` with `seed`: the list, plus the oracle's share grid where it runs."""
+        oracle = budget in self.oracle_budgets and (not self.oracle_seeds or seed in self.oracle_seeds)
+        grid = (share_strategies(len(self.tasks), self.oracle_resolution, interior=self.oracle_interior)
+                if oracle else [])
         return self.strategy_list + [s for s in grid if s not in self.strategy_list]
 
 

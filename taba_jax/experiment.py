@@ -29,8 +29,9 @@ from taba_jax.train import train_and_evaluate
 RESULTS_FILE = "results.jsonl"
 FAILURES_FILE = "failures.jsonl"  # runs that failed every attempt, with their errors
 # Fields that may change between invocations on one workdir: they select runs, not how a run is done.
-RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "oracle_budgets", "oracle_resolution", "keep_checkpoints",
-                        "workers", "threads_per_worker", "executor", "ray_address", "gpus_per_run", "max_retries")
+RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "oracle_budgets", "oracle_resolution", "oracle_interior",
+                        "oracle_seeds", "keep_checkpoints", "workers", "threads_per_worker", "executor", "ray_address",
+                        "gpus_per_run", "max_retries")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ class RunSpec:
 def plan(config: ExperimentConfig) -> list[RunSpec]:
     """Every run of the config, budgets outermost, then seeds, then strategies."""
     return [RunSpec(strategy, budget, seed) for budget in config.budgets for seed in config.seeds
-            for strategy in config.strategies_at(budget)]
+            for strategy in config.strategies_at(budget, seed)]
 
 
 def read_records(workdir: str) -> list[ExperimentRecord]:

@@ -310,6 +310,20 @@ def test_plan_adds_the_share_grid_at_the_oracle_budgets():
         tiny_config(oracle_budgets=(999,))
 
 
+def test_the_oracle_grid_may_keep_to_its_interior_and_to_some_seeds():
+    config = tiny_config(oracle_budgets=(520,), oracle_resolution=3, oracle_interior=True, oracle_seeds=(1,),
+                         strategies=("equal_budget",), seeds=(0, 1))
+    runs = {(r.strategy, r.budget, r.seed) for r in experiment.plan(config)}
+    grid = {("shares:2/1:shared", 520, 1), ("shares:1/2:shared", 520, 1), ("shares:2/1:disjoint", 520, 1),
+            ("shares:1/2:disjoint", 520, 1)}
+    assert runs == grid | {("equal_budget", b, s) for b in config.budgets for s in (0, 1)}
+    with pytest.raises(ConfigError, match=r"config.oracle_seeds: must be among config.seeds \(0, 1\), got \(2,\)"):
+        tiny_config(oracle_budgets=(520,), oracle_seeds=(2,), seeds=(0, 1))
+    with pytest.raises(ConfigError, match=r"config.oracle_resolution: with oracle_interior every task needs a part: "
+                                          r"must be >= 2 tasks, got 1"):
+        tiny_config(oracle_budgets=(520,), oracle_resolution=1, oracle_interior=True)
+
+
 def test_chosen_grid_points_run_as_named_strategies_at_every_budget():
     """A sweep may run part of the grid (say its interior at a finer step) without the whole oracle."""
     config = tiny_config(strategies=("equal_budget", "shares:3/1:disjoint"), seeds=(0,))

@@ -21,14 +21,17 @@ def strategy_names(task_names) -> list[str]:
     return [f"single_task:{t}" for t in task_names] + list(HEURISTICS) + ["taba"]
 
 
-def share_strategies(num_tasks: int, resolution: int, modes=SHARE_MODES) -> list[str]:
+def share_strategies(num_tasks: int, resolution: int, modes=SHARE_MODES, interior: bool = False) -> list[str]:
     """The fixed-share grid of the best-in-hindsight oracle: every split of the budget into
-    `resolution` equal parts over the tasks (the simplex at step 1/resolution), for each image mode."""
+    `resolution` equal parts over the tasks (the simplex at step 1/resolution), for each image mode;
+    `interior`: only the splits that give every task at least one part."""
+    least = 1 if interior else 0
+
     def splits(parts, tasks):
         if tasks == 1:
             yield (parts,)
             return
-        for first in range(parts, -1, -1):
+        for first in range(parts - least * (tasks - 1), least - 1, -1):
             for rest in splits(parts - first, tasks - 1):
                 yield (first,) + rest
     return [f"shares:{'/'.join(map(str, w))}:{mode}" for mode in modes for w in splits(resolution, num_tasks)]
