@@ -128,7 +128,8 @@ def test_share_grid_covers_the_simplex_and_fixed_shares_buy_their_fractions():
     grid = share_strategies(3, 4)
     assert len(grid) == 2 * 15 and "shares:2/1/1:shared" in grid and "shares:0/0/4:disjoint" in grid
     interior = share_strategies(3, 4, interior=True)  # every task at least a quarter: 2/1/1 and its permutations
-    assert sorted(interior) == sorted(f"shares:{w}:{m}" for m in ("shared", "disjoint") for w in ("2/1/1", "1/2/1", "1/1/2"))
+    assert sorted(interior) == sorted(f"shares:{w}:{m}" for m in ("shared", "disjoint")
+                                      for w in ("2/1/1", "1/2/1", "1/1/2"))
     assert len(share_strategies(4, 6, interior=True)) == 2 * 10 and share_strategies(3, 2, interior=True) == []
     problem = BudgetProblem(["a", "b", "c"], [10.0, 3.0, 3.0], 200, 1200.0)
     shared = allocate(problem, "shares:2/1/1:shared", seed=0)
