@@ -58,6 +58,10 @@ TABA_VARIANTS = {
     # and the refit fits each curve with an irreducible floor, weighting tasks by what labels can still remove
     "explore_floor_refit_floor": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
                                   "refit_floor": True},
+    # the refit's floored curves fitted to each task's metric error (what Delta_m is made of), weighted
+    # by their reducible share as above
+    "explore_floor_refit_floor_metric": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
+                                         "refit_floor": True, "curve_fit": "metric"},
     # and the refit fits each task's metric error (what Delta_m is made of) with that floor, weighting
     # tasks by the Delta_m points their labels can still win (the floored curve's reference at the pool)
     "explore_floor_refit_floor_delta_m": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
