@@ -208,10 +208,15 @@ def delta_m_weights(gamma, intercept, kappa, pool_size: int, higher_is_better) -
     better) and `1 - E_t(N)` for a score in [0, 1] (at least 0.05). Delta_m's term of task t is
     `(E_t(U) - E_t(ref)) / M_t(ref)` up to sign, so `w_t = E_t(0) / M_t(ref)` makes
     `sum_t w_t g_t(U_t)` Delta_m up to a constant. Returned normalised to mean 1."""
-    gamma, intercept, kappa = (np.asarray(v, np.float64) for v in (gamma, intercept, kappa))
-    weights = _delta_m_sensitivity(np.exp(intercept) * kappa ** -gamma, np.exp(intercept) * float(pool_size) ** -gamma,
-                                   higher_is_better)
+    weights = _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better)
     return weights / weights.mean()
+
+
+def _power_law_sensitivity(gamma, intercept, kappa, pool_size: int, higher_is_better) -> np.ndarray:
+    """`_delta_m_sensitivity` of the power law `exp(a_t) U^-gamma_t` (unnormalised `delta_m_weights`)."""
+    gamma, intercept, kappa = (np.asarray(v, np.float64) for v in (gamma, intercept, kappa))
+    return _delta_m_sensitivity(np.exp(intercept) * kappa ** -gamma, np.exp(intercept) * float(pool_size) ** -gamma,
+                                higher_is_better)
 
 
 def _delta_m_sensitivity(reducible, at_pool, higher_is_better) -> np.ndarray:
@@ -300,12 +305,9 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
                            train=to_json(train_config))
     saved = _shared_cache(cache, key, [os.path.join(folder, ESTIMATE_FILE) for folder in shared_workdirs])
     if saved is not None:
-        measured = saved["estimate"]
-        return fit_estimate(config, tasks, pilot.problem.num_images, int(measured["pilot_size"]),
-                            list(measured["affinity_steps"]),
-                            np.asarray(measured["lookahead"], np.float64).reshape(-1, len(tasks), len(tasks)),
-                            list(measured["subset_sizes"]), np.asarray(measured["subset_losses"], np.float64),
-                            np.asarray(measured["subset_errors"], np.float64))
+        measured = Estimate.from_json(saved["estimate"])
+        return fit_estimate(config, tasks, pilot.problem.num_images, measured.pilot_size, measured.affinity_steps,
+                            measured.lookahead, measured.subset_sizes, measured.subset_losses, measured.subset_errors)
     n = len(pilot_images)
     fractions = config.subset_fractions if config.gamma is None else ()
     sizes = sorted({max(1, int(round(f * n))) for f in fractions} - {n})
@@ -533,8 +535,8 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
         gamma, intercept = np.array(gamma, np.float64), np.array(intercept, np.float64)
         kappa = np.asarray(information.kappa, np.float64)
         # Tasks left on the power law (fewer than three own points) keep its weight.
-        weights = (np.ones_like(gamma) if config.objective == "relative" else _delta_m_sensitivity(
-            np.exp(intercept) * kappa ** -gamma, np.exp(intercept) * float(pool_size) ** -gamma, higher_is_better))
+        weights = (np.ones_like(gamma) if config.objective == "relative"
+                   else _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better))
         for t in range(values.shape[1]):
             own = points.labels[:, t] > 0
             if len(np.unique(points.information[own, t])) >= 3:
