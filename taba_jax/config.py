@@ -558,6 +558,9 @@ class ExperimentConfig(ProblemFields, DataFields):
     oracle_resolution: int = 4  # the grid's step: every split of the budget into this many equal parts
     oracle_interior: bool = False  # only the splits that give every task at least one part
     oracle_seeds: tuple[int, ...] = ()  # seeds the grid runs with (a subset of config.seeds); () = all
+    # The grid's best point, picked on oracle_seeds, is also run on the other seeds: there the report
+    # measures its gain free of the optimism of picking the best of many noisy means.
+    oracle_holdout: bool = False
     keep_checkpoints: bool = False  # keep each finished run's checkpoints (else deleted; results stay)
     workers: int = 1  # runs in parallel worker processes (1 = one after another in this process)
     threads_per_worker: int = 1  # XLA CPU intra-op threads of each worker process (Ray: CPUs per run)
@@ -602,6 +605,9 @@ class ExperimentConfig(ProblemFields, DataFields):
                 f"{self.oracle_resolution!r}")
         require(all(s in self.seeds for s in self.oracle_seeds), "oracle_seeds",
                 f"must be among config.seeds {self.seeds!r}, got {self.oracle_seeds!r}")
+        require(not self.oracle_holdout or 0 < len(set(self.oracle_seeds)) < len(set(self.seeds)), "oracle_holdout",
+                f"needs config.oracle_seeds to leave some of config.seeds {self.seeds!r} out, got "
+                f"oracle_seeds={self.oracle_seeds!r}")
         _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list, measures_affinity=True)
         for strategy in self.strategy_list:  # each variant that runs is a valid TabaConfig for the tasks
             variant = taba_variant(strategy)
@@ -630,6 +636,11 @@ class ExperimentConfig(ProblemFields, DataFields):
         grid = (share_strategies(len(self.tasks), self.oracle_resolution, interior=self.oracle_interior)
                 if oracle else [])
         return self.strategy_list + [s for s in grid if s not in self.strategy_list]
+
+    @property
+    def holdout_seeds(self) -> tuple[int, ...]:
+        """The seeds the oracle's best point is checked on (oracle_holdout), none otherwise."""
+        return tuple(s for s in self.seeds if s not in self.oracle_seeds) if self.oracle_holdout else ()
 
 
 class _nested:

@@ -180,16 +180,29 @@ def _describe(error: BaseException) -> str:
 
 
 def run_jobs(executor: Executor, jobs: Iterable[Job], max_retries: int = 0,
-             on_retry: Callable[[Job, int, str], None] | None = None) -> Iterator[Outcome]:
+             on_retry: Callable[[Job, int, str], None] | None = None,
+             more_jobs: Callable[[Outcome], Iterable[Job]] | None = None) -> Iterator[Outcome]:
     """Runs `jobs` on `executor`, each after its dependencies (keys of `jobs`; other keys count as
     done), independent ones side by side; yields each `Outcome` as it finishes. A job that fails
     (raises, or its worker dies) is retried up to `max_retries` times, `on_retry(job, attempt, error)`
     told each time; one that fails every attempt is yielded with its error, and the jobs that depend
-    on it are yielded as not run. The sweep goes on either way."""
-    pending = list(jobs)
-    keys = collections.Counter(job.key for job in pending)
-    if any(count > 1 for count in keys.values()):
-        raise ValueError(f"job keys must be unique, repeated: {[k for k, c in keys.items() if c > 1]}")
+    on it are yielded as not run. The sweep goes on either way. `more_jobs(outcome)`, called after
+    each outcome is yielded, returns jobs that join the sweep (work that depends on results, not
+    only on other jobs having finished)."""
+    pending, keys = [], collections.Counter()
+
+    def add(new_jobs):
+        new_jobs = list(new_jobs)
+        keys.update(job.key for job in new_jobs)
+        if any(count > 1 for count in keys.values()):
+            raise ValueError(f"job keys must be unique, repeated: {[k for k, c in keys.items() if c > 1]}")
+        pending.extend(new_jobs)
+
+    def follow_up(outcome):
+        if more_jobs is not None:
+            add(more_jobs(outcome))
+
+    add(jobs)
     succeeded, failed = set(), set()
     running: dict[concurrent.futures.Future, tuple[Job, int]] = {}
     try:
@@ -198,7 +211,9 @@ def run_jobs(executor: Executor, jobs: Iterable[Job], max_retries: int = 0,
                 for job in skipped:
                     pending.remove(job)
                     failed.add(job.key)
-                    yield Outcome(job, error=f"not run: {[d for d in job.after if d in failed]} failed", attempts=0)
+                    outcome = Outcome(job, error=f"not run: {[d for d in job.after if d in failed]} failed", attempts=0)
+                    yield outcome
+                    follow_up(outcome)
             ready = [j for j in pending if all(d in succeeded or d not in keys for d in j.after)]
             room = len(ready) if executor.capacity is None else max(executor.capacity - len(running), 0)
             for job in ready[:room]:
@@ -214,13 +229,17 @@ def run_jobs(executor: Executor, jobs: Iterable[Job], max_retries: int = 0,
                 error = future.exception()
                 if error is None:
                     succeeded.add(job.key)
-                    yield Outcome(job, future.result(), attempts=attempt)
+                    outcome = Outcome(job, future.result(), attempts=attempt)
+                    yield outcome
+                    follow_up(outcome)
                 elif attempt <= max_retries:
                     if on_retry is not None:
                         on_retry(job, attempt, _describe(error))
                     running[executor.submit(job.fn, job.arg)] = (job, attempt + 1)
                 else:
                     failed.add(job.key)
-                    yield Outcome(job, error=_describe(error), attempts=attempt)
+                    outcome = Outcome(job, error=_describe(error), attempts=attempt)
+                    yield outcome
+                    follow_up(outcome)
     finally:
         executor.close()

@@ -30,7 +30,7 @@ RESULTS_FILE = "results.jsonl"
 FAILURES_FILE = "failures.jsonl"  # runs that failed every attempt, with their errors
 # Fields that may change between invocations on one workdir: they select runs, not how a run is done.
 RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "oracle_budgets", "oracle_resolution", "oracle_interior",
-                        "oracle_seeds", "keep_checkpoints", "workers", "threads_per_worker", "executor", "ray_address",
+                        "oracle_seeds", "oracle_holdout", "keep_checkpoints", "workers", "threads_per_worker", "executor", "ray_address",
                         "gpus_per_run", "max_retries")
 
 
@@ -40,15 +40,33 @@ class RunSpec:
     budget: float
     seed: int
 
+    def key(self, setting: str) -> tuple[str, str, float, int]:
+        """The key its record will have (`ExperimentRecord.key`)."""
+        return setting, self.strategy, float(self.budget), int(self.seed)
+
     @property
     def name(self) -> str:
         return f"{self.strategy.replace(':', '-').replace('/', '-')}_b{self.budget:g}_s{self.seed}"
 
 
-def plan(config: ExperimentConfig) -> list[RunSpec]:
-    """Every run of the config, budgets outermost, then seeds, then strategies."""
+def plan(config: ExperimentConfig, records: list[ExperimentRecord] = ()) -> list[RunSpec]:
+    """Every run of the config, budgets outermost, then seeds, then strategies; then the oracle's
+    held-out runs that `records` already determine (`holdout_runs`)."""
     return [RunSpec(strategy, budget, seed) for budget in config.budgets for seed in config.seeds
-            for strategy in config.strategies_at(budget, seed)]
+            for strategy in config.strategies_at(budget, seed)] + holdout_runs(config, records)
+
+
+def holdout_runs(config: ExperimentConfig, records: list[ExperimentRecord]) -> list[RunSpec]:
+    """With `config.oracle_holdout`: at each oracle budget whose grid has finished on
+    `config.oracle_seeds` in `records`, its best point there run on the other seeds."""
+    runs, records = [], [r for r in records if r.setting == config.setting]
+    done = {r.key for r in records}
+    for budget in config.oracle_budgets if config.holdout_seeds else ():
+        grid = [s for s in config.strategies_at(budget, config.oracle_seeds[0]) if report.is_oracle_grid(s)]
+        if all(RunSpec(s, budget, seed).key(config.setting) in done for s in grid for seed in config.oracle_seeds):
+            name, _ = report.best_grid_point(records, budget, config.oracle_seeds, grid)
+            runs += [RunSpec(name, budget, seed) for seed in config.holdout_seeds]
+    return runs
 
 
 def read_records(workdir: str) -> list[ExperimentRecord]:
@@ -143,9 +161,10 @@ def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
         say(f"{results_path}: cut off a torn last line left by a killed run")
     if lead:
         io_utils.repair_jsonl(os.path.join(workdir, FAILURES_FILE))
-    done = {r.key for r in read_records(workdir)}
-    runs = plan(config)
-    todo = [r for r in runs if (config.setting, r.strategy, r.budget, r.seed) not in done]
+    records = read_records(workdir)
+    done = {r.key for r in records}
+    runs = plan(config, records)
+    todo = [r for r in runs if r.key(config.setting) not in done]
     say(f"setting {config.setting!r}: {len(runs)} runs, {len(runs) - len(todo)} already finished", flush=True)
     dataset = train_job.load_dataset(config, workdir)  # generated once; workers read its cache
     if executor is None:
@@ -153,10 +172,13 @@ def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
                                            config.ray_address, config.threads_per_worker, config.gpus_per_run)
     in_process = isinstance(executor, executors.InProcess)
     shared = (dataset, progress) if in_process else (None, False)  # workers load the cached dataset
-    seeds = sorted({r.seed for r in todo if not os.path.exists(_reference_path(workdir, r.seed))})
+    # The oracle's held-out runs are planned as its grid finishes (`more_runs`).
+    later = {(budget, seed) for budget in config.oracle_budgets for seed in config.holdout_seeds}
+    seeds = sorted({seed for _, seed in later} | {r.seed for r in todo})
+    seeds = [seed for seed in seeds if not os.path.exists(_reference_path(workdir, seed))]
     # Groups chosen from a measured affinity: the pilots are trained first, one job each, so that no
     # two runs train the same pilot at once; a seed's reference takes the largest budget's pilot.
-    pilots = (sorted({(r.budget, r.seed) for r in todo} | {(max(config.budgets), s) for s in seeds})
+    pilots = (sorted({(r.budget, r.seed) for r in todo} | later | {(max(config.budgets), s) for s in seeds})
               if config.train.chooses_groups else [])
     pilot_jobs = [executors.Job(("pilot",) + key, functools.partial(_pilot_job, config, workdir, *shared), key)
                   for key in pilots]
@@ -167,16 +189,33 @@ def _run_locked(config: ExperimentConfig, workdir: str, progress: bool,
     references = [executors.Job(("reference", seed), functools.partial(_reference_job, config, workdir, *shared), seed,
                                 after=pilot_of(max(config.budgets), seed)) for seed in seeds]
     job = functools.partial(_run_job, config, workdir, *shared)
-    jobs = pilot_jobs + references + [executors.Job(spec, job, spec, after=(("reference", spec.seed),
-                                                                           *pilot_of(spec.budget, spec.seed)))
-                                      for spec in todo]
-    sweep = SweepProgress(len(todo))
+
+    def jobs_of(specs):
+        return [executors.Job(spec, job, spec, after=(("reference", spec.seed), *pilot_of(spec.budget, spec.seed)))
+                for spec in specs]
+
+    sweep, planned = SweepProgress(len(todo)), set(runs)
+
+    def more_runs(outcome):  # the oracle's held-out runs, once its grid has finished
+        if not (isinstance(outcome.job.arg, RunSpec) and outcome.ok and config.holdout_seeds):
+            return []
+        records.append(ExperimentRecord.from_json(outcome.result))
+        done = {r.key for r in records}
+        new = [spec for spec in holdout_runs(config, records)
+               if spec not in planned and spec.key(config.setting) not in done]
+        planned.update(new)
+        sweep.total += len(new)
+        if new:
+            say(f"oracle at budget {new[0].budget:g}: {new[0].strategy} is the best point on seeds "
+                f"{config.oracle_seeds}; it also runs on held-out seeds {config.holdout_seeds}", flush=True)
+        return jobs_of(new)
 
     def retrying(job, attempt, error):
         say(f"{job.key} failed (attempt {attempt} of {config.max_retries + 1}), retrying: "
               f"{error.splitlines()[-1]}", flush=True)
 
-    for outcome in executors.run_jobs(executor, jobs, config.max_retries, retrying):
+    for outcome in executors.run_jobs(executor, pilot_jobs + references + jobs_of(todo), config.max_retries,
+                                      retrying, more_runs):
         if isinstance(outcome.job.arg, RunSpec):
             if not lead:
                 continue

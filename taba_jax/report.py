@@ -92,6 +92,22 @@ def oracle(summary, budget: float) -> tuple[str, float] | None:
     return _best(summary, budget, is_oracle_grid)
 
 
+def grid_seeds(records: list[ExperimentRecord], budget: float) -> set[int]:
+    """The seeds every point of the oracle's grid at `budget` ran with (none if the grid did not run)."""
+    seeds = defaultdict(set)
+    for r in records:
+        if float(r.budget) == budget and is_oracle_grid(r.strategy):
+            seeds[r.strategy].add(r.seed)
+    return set.intersection(*seeds.values()) if seeds else set()
+
+
+def best_grid_point(records: list[ExperimentRecord], budget: float, seeds, grid=None) -> tuple[str, float] | None:
+    """The oracle's pick at `budget`: (grid point, mean Delta_m) with the best mean over `seeds`,
+    among the grid points `grid` (None: every one in `records`)."""
+    return oracle(summarize([r for r in records if float(r.budget) == budget and r.seed in seeds
+                             and (grid is None or r.strategy in grid)]), budget)
+
+
 def oracle_fraction(strategy_mean: float, baseline_mean: float, oracle_mean: float) -> float | None:
     """(Delta_m(s) - Delta_m(equal_budget)) / (Delta_m(oracle) - Delta_m(equal_budget)); None if the
     oracle gains nothing over equal_budget."""
@@ -202,31 +218,52 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
 def _oracle_lines(records: list[ExperimentRecord], strategies, budgets) -> list[str]:
     """The oracle (best fixed-share allocation in hindsight) per budget where its grid ran, and each
     strategy's fraction of the oracle's gain over equal_budget — all over the seeds every grid point
-    ran, so that a grid run on fewer seeds than the sweep is compared with the same seeds' runs."""
+    ran, so that a grid run on fewer seeds than the sweep is compared with the same seeds' runs. Where
+    the best point also ran on other seeds (`oracle_holdout`), the same over those held-out seeds."""
     lines = []
     for b in budgets:
-        grid_seeds = defaultdict(set)
-        for r in records:
-            if float(r.budget) == b and is_oracle_grid(r.strategy):
-                grid_seeds[r.strategy].add(r.seed)
-        if not grid_seeds:
+        seeds = grid_seeds(records, b)
+        best = best_grid_point(records, b, seeds)
+        if best is None:
             continue
-        seeds = set.intersection(*grid_seeds.values())
-        summary = summarize([r for r in records if float(r.budget) == b and r.seed in seeds])
-        best = oracle(summary, b)
-        if best is None or ("equal_budget", b) not in summary:
-            continue
-        name, mean = best
-        baseline = summary["equal_budget", b][0]
-        lines += ["", f"Oracle at budget {b:g}, over seeds {', '.join(map(str, sorted(seeds)))}: the best of "
-                  f"{len(grid_seeds)} fixed-share allocations is `{name}` (Δm {mean:+.2f}; equal_budget "
-                  f"{baseline:+.2f}). Fraction of the oracle's gain over equal_budget (means over the same seeds):",
-                  "", "| strategy | Δm | fraction of the oracle's gain |", "|---|---:|---:|"]
-        for s in strategies:
-            if (s, b) in summary:
-                fraction = oracle_fraction(summary[s, b][0], baseline, mean)
-                cell = "– (oracle gains nothing)" if fraction is None else f"{fraction:.0%}"
-                lines.append(f"| {s} | {summary[s, b][0]:+.2f} | {cell} |")
+        name, _ = best
+        points = len({r.strategy for r in records if float(r.budget) == b and is_oracle_grid(r.strategy)})
+        held_out = {r.seed for r in records if float(r.budget) == b and r.strategy == name} - seeds
+        for over, caption in [(seeds, f"Oracle at budget {b:g}, over seeds {_seed_list(seeds)}: the best of {points} "
+                                      f"fixed-share allocations is `{name}`"),
+                              (held_out, f"Held out at budget {b:g}: `{name}`, picked on seeds {_seed_list(seeds)}, "
+                                         f"run on seeds {_seed_list(held_out)}")]:
+            lines += _fraction_table([r for r in records if float(r.budget) == b and r.seed in over],
+                                     strategies, name, b, caption)
+    return lines
+
+
+def _seed_list(seeds) -> str:
+    return ", ".join(map(str, sorted(seeds)))
+
+
+def _fraction_table(records: list[ExperimentRecord], strategies, oracle_name: str, budget: float,
+                    caption: str) -> list[str]:
+    """Each strategy's fraction of `oracle_name`'s gain over equal_budget, means over `records`' seeds
+    (only strategies run on all of them); nothing without equal_budget or the oracle there."""
+    seeds = {r.seed for r in records}
+    ran = defaultdict(set)
+    for r in records:
+        ran[r.strategy].add(r.seed)
+    if not seeds or ran["equal_budget"] != seeds or ran[oracle_name] != seeds:
+        return []
+    summary = summarize(records)
+    mean, baseline = summary[oracle_name, budget][0], summary["equal_budget", budget][0]
+    gain = paired_difference(records, oracle_name, "equal_budget", budget)
+    interval = f", paired difference [{gain.low:+.2f}, {gain.high:+.2f}]" if gain is not None else ""
+    lines = ["", f"{caption} (Δm {mean:+.2f}; equal_budget {baseline:+.2f}{interval}). Fraction of the oracle's "
+             "gain over equal_budget (means over the same seeds):",
+             "", "| strategy | Δm | fraction of the oracle's gain |", "|---|---:|---:|"]
+    for s in strategies:
+        if ran[s] == seeds:
+            fraction = oracle_fraction(summary[s, budget][0], baseline, mean)
+            cell = "– (oracle gains nothing)" if fraction is None else f"{fraction:.0%}"
+            lines.append(f"| {s} | {summary[s, budget][0]:+.2f} | {cell} |")
     return lines
 
 

@@ -39,6 +39,22 @@ def test_a_raising_job_is_retried_then_reported_and_the_sweep_goes_on():
     assert by_key["good"].result == 9 and by_key["good"].attempts == 1
 
 
+def test_jobs_added_from_an_outcome_join_the_sweep_with_their_dependencies():
+    def more(outcome):  # each square of a number below 100 is squared again, after a job "gate"
+        if outcome.job.key == "gate" or outcome.result >= 100:
+            return []
+        return [Job(f"square {outcome.result}", square, outcome.result, after=("gate",))]
+
+    outcomes = list(executors.run_jobs(executors.InProcess(), [Job("start", square, 3), Job("gate", square, 0)],
+                                       more_jobs=more))
+    order = [o.job.key for o in outcomes]
+    assert {o.job.key: o.result for o in outcomes} == {"start": 9, "gate": 0, "square 9": 81, "square 81": 6561}
+    assert order.index("gate") < order.index("square 9") < order.index("square 81")
+    with pytest.raises(ValueError, match="repeated"):
+        list(executors.run_jobs(executors.InProcess(), [Job("a", square, 1)],
+                                more_jobs=lambda outcome: [Job("a", square, 2)]))
+
+
 def test_dependency_cycles_and_repeated_keys_are_refused():
     with pytest.raises(ValueError, match="dependency cycle"):
         list(executors.run_jobs(executors.InProcess(), [Job("a", square, 1, after=("b",)),

@@ -324,6 +324,62 @@ def test_the_oracle_grid_may_keep_to_its_interior_and_to_some_seeds():
         tiny_config(oracle_budgets=(520,), oracle_resolution=1, oracle_interior=True)
 
 
+def test_the_best_grid_point_runs_on_the_held_out_seeds_once_the_grid_has_finished():
+    config = tiny_config(oracle_budgets=(520,), oracle_resolution=2, oracle_interior=True, oracle_seeds=(0,),
+                         oracle_holdout=True, strategies=("equal_budget",), seeds=(0, 1, 2))
+    grid = ["shares:1/1:shared", "shares:1/1:disjoint"]
+    base = {(r.strategy, r.budget, r.seed) for r in experiment.plan(config)}
+    assert base == {(s, 520, 0) for s in grid} | {("equal_budget", b, s) for b in config.budgets for s in (0, 1, 2)}
+
+    def grid_record(strategy, seed, delta):
+        return dataclasses.replace(record(strategy, seed, delta, budget=520.0), setting=config.setting)
+
+    finished = [grid_record("shares:1/1:shared", 0, -5.0), grid_record("equal_budget", 0, -9.0)]
+    assert {(r.strategy, r.budget, r.seed) for r in experiment.plan(config, finished)} == base  # half the grid: no pick
+    # the pick is on seed 0 only: a better mean of the other point on seed 1 does not change it
+    finished += [grid_record("shares:1/1:disjoint", 0, -7.0), grid_record("shares:1/1:disjoint", 1, 50.0)]
+    assert experiment.holdout_runs(config, finished) == [experiment.RunSpec("shares:1/1:shared", 520, seed)
+                                                         for seed in (1, 2)]
+    assert len(experiment.plan(config, finished)) == len(base) + 2
+    assert experiment.holdout_runs(dataclasses.replace(config, oracle_holdout=False), finished) == []
+    with pytest.raises(ConfigError, match=r"config.oracle_holdout: needs config.oracle_seeds to leave some of "
+                                          r"config.seeds \(0, 1\) out, got oracle_seeds=\(0, 1\)"):
+        tiny_config(oracle_budgets=(520,), oracle_seeds=(0, 1), oracle_holdout=True)
+    with pytest.raises(ConfigError, match=r"config.oracle_holdout: .* got oracle_seeds=\(\)"):
+        tiny_config(oracle_budgets=(520,), oracle_holdout=True)
+
+
+def test_the_runner_runs_the_held_out_oracle_after_its_grid_and_a_rerun_runs_nothing(tmp_path):
+    config = tiny_config(budgets=(520,), seeds=(0, 1), strategies=("equal_budget",), oracle_budgets=(520,),
+                         oracle_resolution=2, oracle_interior=True, oracle_seeds=(0,), oracle_holdout=True)
+    records = experiment.run(config, str(tmp_path), progress=False)
+    grid = {r.strategy: r.delta_m for r in records if r.seed == 0 and report.is_oracle_grid(r.strategy)}
+    best = max(grid, key=grid.get)
+    assert sorted((r.strategy, r.seed) for r in records) == sorted(
+        [("equal_budget", 0), ("equal_budget", 1), *((s, 0) for s in grid), (best, 1)])
+    assert f"Held out at budget 520: `{best}`, picked on seeds 0, run on seeds 1" in (tmp_path / "report.md").read_text()
+    lines = (tmp_path / "results.jsonl").read_text()
+    experiment.run(config, str(tmp_path), progress=False)
+    assert (tmp_path / "results.jsonl").read_text() == lines
+
+
+def test_the_report_measures_the_oracle_on_its_held_out_seeds():
+    # Picked on seeds 0, 1, where it gains 8 points; on seeds 2, 3 it gains only 4, and taba 2 of them.
+    records = [record("shares:2/0:shared", s, -2.0) for s in (0, 1)] + [record("shares:1/1:shared", s, -10.0)
+                                                                         for s in (0, 1)]
+    records += [record("shares:2/0:shared", s, d) for s, d in ((2, -6.0), (3, -8.0))]
+    records += [record("equal_budget", s, -10.0 - (s == 3)) for s in (0, 1, 2, 3)]
+    records += [record("taba", s, d) for s, d in ((0, -4.0), (1, -4.0), (2, -8.0), (3, -9.0))]
+    records += [record("random_pairs", s, -12.0) for s in (0, 1, 2)]  # not run on seed 3
+    text = report.markdown(records, "t", ["a"])
+    picked, held_out = text.split("Oracle at budget 100")[1].split("Held out at budget 100")
+    held_out = held_out.split("\n\n")[0] + held_out.split("\n\n")[1]  # its caption and table
+    assert "| taba | -4.00 | 75% |" in picked and "| random_pairs | -12.00 | -25% |" in picked
+    assert held_out.startswith(": `shares:2/0:shared`, picked on seeds 0, 1, run on seeds 2, 3 (Δm -7.00; "
+                               "equal_budget -10.50, paired difference [")
+    assert "| taba | -8.50 | 57% |" in held_out and "random_pairs" not in held_out
+
+
 def test_chosen_grid_points_run_as_named_strategies_at_every_budget():
     """A sweep may run part of the grid (say its interior at a finer step) without the whole oracle."""
     config = tiny_config(strategies=("equal_budget", "shares:3/1:disjoint"), seeds=(0,))
