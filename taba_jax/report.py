@@ -257,13 +257,13 @@ def _fraction_table(records: list[ExperimentRecord], strategies, oracle_name: st
     gain = paired_difference(records, oracle_name, "equal_budget", budget)
     interval = f", paired difference [{gain.low:+.2f}, {gain.high:+.2f}]" if gain is not None else ""
     lines = ["", f"{caption} (Δm {mean:+.2f}; equal_budget {baseline:+.2f}{interval}). Fraction of the oracle's "
-             "gain over equal_budget (means over the same seeds):",
-             "", "| strategy | Δm | fraction of the oracle's gain |", "|---|---:|---:|"]
+             "gain over equal_budget, and its Δm above the oracle's (means over the same seeds):",
+             "", "| strategy | Δm | fraction of the oracle's gain | Δm − oracle's |", "|---|---:|---:|---:|"]
     for s in strategies:
         if ran[s] == seeds:
             fraction = oracle_fraction(summary[s, budget][0], baseline, mean)
             cell = "– (oracle gains nothing)" if fraction is None else f"{fraction:.0%}"
-            lines.append(f"| {s} | {summary[s, budget][0]:+.2f} | {cell} |")
+            lines.append(f"| {s} | {summary[s, budget][0]:+.2f} | {cell} | {summary[s, budget][0] - mean:+.2f} |")
     return lines
 
 

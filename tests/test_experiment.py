@@ -266,7 +266,7 @@ def test_oracle_is_the_best_fixed_share_allocation_and_fractions_of_its_gain():
     assert report.oracle_fraction(-4.0, -10.0, -2.0) == pytest.approx(0.75)
     text = report.markdown(records, "t", ["a"])
     assert "the best of 2 fixed-share allocations is `shares:2/0:shared`" in text
-    assert "| taba | -4.00 | 75% |" in text and "| random_pairs | -12.00 | -25% |" in text
+    assert "| taba | -4.00 | 75% | -2.00 |" in text and "| random_pairs | -12.00 | -25% | -10.00 |" in text
     assert "| shares:" not in text.split("Oracle at budget")[0]  # the main table lists no grid points
 
 
@@ -374,10 +374,10 @@ def test_the_report_measures_the_oracle_on_its_held_out_seeds():
     text = report.markdown(records, "t", ["a"])
     picked, held_out = text.split("Oracle at budget 100")[1].split("Held out at budget 100")
     held_out = held_out.split("\n\n")[0] + held_out.split("\n\n")[1]  # its caption and table
-    assert "| taba | -4.00 | 75% |" in picked and "| random_pairs | -12.00 | -25% |" in picked
+    assert "| taba | -4.00 | 75% | -2.00 |" in picked and "| random_pairs | -12.00 | -25% | -10.00 |" in picked
     assert held_out.startswith(": `shares:2/0:shared`, picked on seeds 0, 1, run on seeds 2, 3 (Δm -7.00; "
                                "equal_budget -10.50, paired difference [")
-    assert "| taba | -8.50 | 57% |" in held_out and "random_pairs" not in held_out
+    assert "| taba | -8.50 | 57% | -1.50 |" in held_out and "random_pairs" not in held_out
 
 
 def test_chosen_grid_points_run_as_named_strategies_at_every_budget():
