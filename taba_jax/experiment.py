@@ -30,8 +30,8 @@ RESULTS_FILE = "results.jsonl"
 FAILURES_FILE = "failures.jsonl"  # runs that failed every attempt, with their errors
 # Fields that may change between invocations on one workdir: they select runs, not how a run is done.
 RUN_SELECTION_FIELDS = ("budgets", "seeds", "strategies", "oracle_budgets", "oracle_resolution", "oracle_interior",
-                        "oracle_seeds", "oracle_holdout", "keep_checkpoints", "workers", "threads_per_worker", "executor", "ray_address",
-                        "gpus_per_run", "max_retries")
+                        "oracle_seeds", "oracle_holdout", "keep_checkpoints", "workers", "threads_per_worker",
+                        "executor", "ray_address", "gpus_per_run", "max_retries")
 
 
 @dataclasses.dataclass(frozen=True)
