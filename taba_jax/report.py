@@ -92,13 +92,24 @@ def oracle(summary, budget: float) -> tuple[str, float] | None:
     return _best(summary, budget, is_oracle_grid)
 
 
-def grid_seeds(records: list[ExperimentRecord], budget: float) -> set[int]:
-    """The seeds every point of the oracle's grid at `budget` ran with (none if the grid did not run)."""
+def _seeds_by_strategy(records: list[ExperimentRecord], budget: float) -> dict[str, set[int]]:
+    """strategy -> the seeds it ran with at `budget`."""
     seeds = defaultdict(set)
     for r in records:
-        if float(r.budget) == budget and is_oracle_grid(r.strategy):
+        if float(r.budget) == budget:
             seeds[r.strategy].add(r.seed)
-    return set.intersection(*seeds.values()) if seeds else set()
+    return seeds
+
+
+def _grid_runs(records: list[ExperimentRecord], budget: float) -> dict[str, set[int]]:
+    """Each point of the oracle's grid at `budget` -> the seeds it ran with."""
+    return {s: seeds for s, seeds in _seeds_by_strategy(records, budget).items() if is_oracle_grid(s)}
+
+
+def grid_seeds(records: list[ExperimentRecord], budget: float) -> set[int]:
+    """The seeds every point of the oracle's grid at `budget` ran with (none if the grid did not run)."""
+    grid = _grid_runs(records, budget)
+    return set.intersection(*grid.values()) if grid else set()
 
 
 def best_grid_point(records: list[ExperimentRecord], budget: float, seeds, grid=None) -> tuple[str, float] | None:
@@ -227,8 +238,8 @@ def _oracle_lines(records: list[ExperimentRecord], strategies, budgets) -> list[
         if best is None:
             continue
         name, _ = best
-        points = len({r.strategy for r in records if float(r.budget) == b and is_oracle_grid(r.strategy)})
-        held_out = {r.seed for r in records if float(r.budget) == b and r.strategy == name} - seeds
+        points = len(_grid_runs(records, b))
+        held_out = _seeds_by_strategy(records, b)[name] - seeds
         for over, caption in [(seeds, f"Oracle at budget {b:g}, over seeds {_seed_list(seeds)}: the best of {points} "
                                       f"fixed-share allocations is `{name}`"),
                               (held_out, f"Held out at budget {b:g}: `{name}`, picked on seeds {_seed_list(seeds)}, "
@@ -246,10 +257,7 @@ def _fraction_table(records: list[ExperimentRecord], strategies, oracle_name: st
                     caption: str) -> list[str]:
     """Each strategy's fraction of `oracle_name`'s gain over equal_budget, means over `records`' seeds
     (only strategies run on all of them); nothing without equal_budget or the oracle there."""
-    seeds = {r.seed for r in records}
-    ran = defaultdict(set)
-    for r in records:
-        ran[r.strategy].add(r.seed)
+    seeds, ran = {r.seed for r in records}, _seeds_by_strategy(records, budget)
     if not seeds or ran["equal_budget"] != seeds or ran[oracle_name] != seeds:
         return []
     summary = summarize(records)
