@@ -347,6 +347,8 @@ def test_the_best_grid_point_runs_on_the_held_out_seeds_once_the_grid_has_finish
         tiny_config(oracle_budgets=(520,), oracle_seeds=(0, 1), oracle_holdout=True)
     with pytest.raises(ConfigError, match=r"config.oracle_holdout: .* got oracle_seeds=\(\)"):
         tiny_config(oracle_budgets=(520,), oracle_holdout=True)
+    without_oracle = tiny_config(oracle_budgets=(), oracle_holdout=True)  # nothing to hold out: no error, no runs
+    assert experiment.holdout_runs(without_oracle, finished) == []
 
 
 def test_the_runner_runs_the_held_out_oracle_after_its_grid_and_a_rerun_runs_nothing(tmp_path):
