@@ -22,11 +22,14 @@ OFF_SCALE = 25.0  # Delta_m points below the best beyond which a strategy is lef
 
 
 def summarize(records: list[ExperimentRecord]) -> dict[tuple[str, float], tuple[float, float, int]]:
-    """(strategy, budget) -> (mean Delta_m, std over seeds, number of seeds)."""
+    """(strategy, budget) -> (mean Delta_m, sample std over seeds, number of seeds).
+
+    The std is the sample one (ddof 1, as the paired intervals use; 0 for a single seed)."""
     groups = defaultdict(list)
     for r in records:
         groups[r.strategy, float(r.budget)].append(r.delta_m)
-    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+    return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
+            for k, v in groups.items()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -260,6 +260,9 @@ def test_oracle_is_the_best_fixed_share_allocation_and_fractions_of_its_gain():
     records += [record("random_pairs", s, -12.0) for s in (0, 1)]
     records += [record("shares:2/0:shared", s, -2.0) for s in (0, 1)] + [record("shares:1/1:shared", s, -10.0)
                                                                           for s in (0, 1)]
+    summary = report.summarize(records + [record("equal_budget", 2, -16.0), record("taba", 3, -1.0, budget=300.0)])
+    assert summary["equal_budget", 100.0] == pytest.approx((-12.0, np.sqrt(12.0), 3))  # the sample std
+    assert summary["taba", 300.0] == (-1.0, 0.0, 1)
     summary = report.summarize(records)
     assert report.oracle(summary, 100.0) == ("shares:2/0:shared", -2.0)
     assert report.best_heuristic(summary, 100.0) == ("equal_budget", -10.0)  # the grid is no heuristic
