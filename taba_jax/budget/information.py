@@ -78,13 +78,16 @@ class InformationModel:
         return self.affinity.shape[-1]
 
     def tree_flatten(self):
-        return (self.affinity, self.gamma, self.kappa, self.weights), (self.curve, self.task_names, self.transfer_cap)
+        # The cap is a leaf, not static: a sweep over caps compiles the greedy once. Whether there is
+        # a cap at all changes the computation, and None is a leafless node, so that part stays static.
+        leaves = (self.affinity, self.gamma, self.kappa, self.weights, self.transfer_cap)
+        return leaves, (self.curve, self.task_names)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         model = object.__new__(cls)  # no validation: children may be tracers
-        model.affinity, model.gamma, model.kappa, model.weights = children
-        model.curve, model.task_names, model.transfer_cap = aux
+        model.affinity, model.gamma, model.kappa, model.weights, model.transfer_cap = children
+        model.curve, model.task_names = aux
         return model
 
     def __repr__(self):
@@ -93,7 +96,7 @@ class InformationModel:
 
         names = self.task_names or tuple(f"task{t}" for t in range(self.num_tasks))
         rows = ", ".join(f"{n}: {r}" for n, r in zip(names, rounded(self.affinity)))
-        cap = "" if self.transfer_cap is None else f", transfer_cap={self.transfer_cap:.3g}"
+        cap = "" if self.transfer_cap is None else f", transfer_cap={float(self.transfer_cap):.3g}"
         return (f"InformationModel(tasks={list(names)}, curve={self.curve!r}{cap},\n"
                 f"  affinity S[s][t] (row s helps column t) = {{{rows}}},\n"
                 f"  gamma={rounded(self.gamma)}, kappa={rounded(self.kappa)}, weights={rounded(self.weights)})")
@@ -102,7 +105,7 @@ class InformationModel:
         return {"affinity": np.asarray(self.affinity).tolist(), "gamma": np.asarray(self.gamma).tolist(),
                 "kappa": np.asarray(self.kappa).tolist(), "weights": np.asarray(self.weights).tolist(),
                 "curve": self.curve, "task_names": None if self.task_names is None else list(self.task_names),
-                "transfer_cap": self.transfer_cap}
+                "transfer_cap": None if self.transfer_cap is None else float(self.transfer_cap)}
 
     @classmethod
     def from_json(cls, data: dict) -> "InformationModel":

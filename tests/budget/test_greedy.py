@@ -3,6 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from taba_jax.budget import BudgetProblem, InformationModel, allocation_objective, greedy_allocate
+from taba_jax.budget import greedy
 from taba_jax.budget.information import unique_patterns
 
 import reference_greedy
@@ -148,3 +149,14 @@ def test_a_transfer_cap_makes_the_greedy_buy_the_expensive_task_a_cheap_related_
     capped = greedy_allocate(problem, model.replace(transfer_cap=1.0), seed=0, max_exchanges=0)
     assert capped.counts[0] > uncapped.counts[0] + 5
     assert capped.info["information_model"]["transfer_cap"] == 1.0 and capped.spent <= 600.0
+
+
+def test_a_sweep_over_transfer_caps_compiles_the_search_once():
+    problem = BudgetProblem(["A", "B"], [10.0, 1.0], 400, 600.0)
+    model = InformationModel([[1.0, 0.9], [0.9, 1.0]], 0.5, 10.0)
+    greedy_allocate(problem, model.replace(transfer_cap=1.0), seed=0, max_exchanges=0)
+    compiled = greedy.search_with_safeguard._cache_size()
+    tight = greedy_allocate(problem, model.replace(transfer_cap=0.1), seed=0, max_exchanges=0)
+    loose = greedy_allocate(problem, model.replace(transfer_cap=5.0), seed=0, max_exchanges=0)
+    assert greedy.search_with_safeguard._cache_size() == compiled  # the cap is traced, not baked in
+    assert tight.counts[0] > loose.counts[0]  # and still honoured: a tighter cap buys more of the expensive A
