@@ -245,6 +245,14 @@ def test_paired_difference_cancels_seed_noise_and_says_when_it_is_real():
     assert "| 100 | taba | random_pairs | +0.50 |" in text and "not resolved (≈ 6 seeds needed)" in text
 
 
+def test_taba_is_set_against_the_best_heuristic_on_the_seeds_taba_ran():
+    # equal_budget also ran seed 2, where it did badly: that seed must not make TABA look better.
+    records = [record("taba", s, -5.0) for s in (0, 1)] + [record("equal_budget", s, -4.0) for s in (0, 1)]
+    records += [record("equal_budget", 2, -40.0), record("random_pairs", 2, -1.0)]
+    text = report.markdown(records, "t", ["a"])
+    assert "| 100 | equal_budget | -4.00 | -5.00 | -1.00 |" in text
+
+
 def test_the_labels_table_lists_each_strategys_budgets_together_in_ascending_order():
     # Runs finish out of order when they run side by side.
     records = [record("taba", 0, -1.0, 300.0), record("equal_budget", 0, -2.0, 100.0),
