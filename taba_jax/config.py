@@ -603,7 +603,7 @@ class ExperimentConfig(ProblemFields, DataFields):
         require(not self.oracle_interior or self.oracle_resolution >= len(self.tasks), "oracle_resolution",
                 f"with oracle_interior every task needs a part: must be >= {len(self.tasks)} tasks, got "
                 f"{self.oracle_resolution!r}")
-        require(all(s in self.seeds for s in self.oracle_seeds), "oracle_seeds",
+        require(not self.oracle_budgets or all(s in self.seeds for s in self.oracle_seeds), "oracle_seeds",
                 f"must be among config.seeds {self.seeds!r}, got {self.oracle_seeds!r}")
         holds_out = self.oracle_holdout and self.oracle_budgets  # without an oracle there is nothing to hold out
         require(not holds_out or 0 < len(set(self.oracle_seeds)) < len(set(self.seeds)), "oracle_holdout",

@@ -358,7 +358,8 @@ def test_the_best_grid_point_runs_on_the_held_out_seeds_once_the_grid_has_finish
         tiny_config(oracle_budgets=(520,), oracle_seeds=(0, 1), oracle_holdout=True)
     with pytest.raises(ConfigError, match=r"config.oracle_holdout: .* got oracle_seeds=\(\)"):
         tiny_config(oracle_budgets=(520,), oracle_holdout=True)
-    without_oracle = tiny_config(oracle_budgets=(), oracle_holdout=True)  # nothing to hold out: no error, no runs
+    # without an oracle, its seeds and hold-out have no effect: no error (a preset's stay valid), no runs
+    without_oracle = tiny_config(oracle_budgets=(), oracle_seeds=(0, 1, 2), oracle_holdout=True, seeds=(5, 6))
     assert experiment.holdout_runs(without_oracle, finished) == []
 
 
