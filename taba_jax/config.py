@@ -603,12 +603,12 @@ class ExperimentConfig(ProblemFields, DataFields):
         require(not self.oracle_interior or self.oracle_resolution >= len(self.tasks), "oracle_resolution",
                 f"with oracle_interior every task needs a part: must be >= {len(self.tasks)} tasks, got "
                 f"{self.oracle_resolution!r}")
-        require(not self.oracle_budgets or all(s in self.seeds for s in self.oracle_seeds), "oracle_seeds",
-                f"must be among config.seeds {self.seeds!r}, got {self.oracle_seeds!r}")
-        holds_out = self.oracle_holdout and self.oracle_budgets  # without an oracle there is nothing to hold out
-        require(not holds_out or 0 < len(set(self.oracle_seeds)) < len(set(self.seeds)), "oracle_holdout",
-                f"needs config.oracle_seeds to leave some of config.seeds {self.seeds!r} out, got "
-                f"oracle_seeds={self.oracle_seeds!r}")
+        if self.oracle_budgets:  # the oracle's seeds and hold-out only matter where an oracle runs
+            require(all(s in self.seeds for s in self.oracle_seeds), "oracle_seeds",
+                    f"must be among config.seeds {self.seeds!r}, got {self.oracle_seeds!r}")
+            require(not self.oracle_holdout or 0 < len(set(self.oracle_seeds)) < len(set(self.seeds)),
+                    "oracle_holdout", f"needs config.oracle_seeds to leave some of config.seeds {self.seeds!r} out, "
+                    f"got oracle_seeds={self.oracle_seeds!r}")
         _check_nested(self, len(self.tasks), uses_taba="taba" in self.strategy_list, measures_affinity=True)
         for strategy in self.strategy_list:  # each variant that runs is a valid TabaConfig for the tasks
             variant = taba_variant(strategy)
