@@ -66,6 +66,10 @@ TABA_VARIANTS = {
     # tasks by the Delta_m points their labels can still win (the floored curve's reference at the pool)
     "explore_floor_refit_floor_delta_m": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
                                           "refit_floor": True, "curve_fit": "metric", "objective": "delta_m"},
+    # the same Delta_m weights with the curves fitted to losses (smoother than the metrics over three
+    # points), each task's loss mapped to its metric error by a line fitted on the same points
+    "explore_floor_refit_floor_loss_delta_m": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
+                                               "refit_floor": True, "objective": "delta_m"},
 }
 # The default recipe (TrainConfig(): 750 steps of 12 images per task, widths 16, 32, 64) learns every
 # task at 16 x 16 (docs/recipes/); `quick` trains 400 of those steps so that a setting's whole sweep

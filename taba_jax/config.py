@@ -341,7 +341,8 @@ class TabaConfig:
     rounds: int = 1
     # What the greedy maximizes: "relative" (METHOD.md: mean relative loss reduction) or "delta_m"
     # (the predicted Delta_m: each task weighted by its error scale over the reference metric that
-    # its fitted curve extrapolates to the whole pool; needs curve_fit="metric").
+    # its fitted curve extrapolates to the whole pool; with curve_fit="loss" each loss is mapped to its
+    # metric error by a line fitted on the same points, docs/method.md).
     objective: str = "relative"
     # With rounds >= 2: a heuristic (equal_budget, ...) that spends the first round after the pilot in
     # place of the greedy, so that the refit sees every task beyond the pilot's few labels before the
@@ -382,8 +383,6 @@ class TabaConfig:
         require(self.curve in CURVES, "curve", f"must be one of {CURVES}, got {self.curve!r}")
         require(self.rounds >= 1, "rounds", f"must be a positive integer, got {self.rounds!r}")
         require(self.objective in OBJECTIVES, "objective", f"must be one of {OBJECTIVES}, got {self.objective!r}")
-        require(self.objective != "delta_m" or self.curve_fit == "metric", "objective",
-                f"'delta_m' predicts metric errors: it needs curve_fit='metric', got {self.curve_fit!r}")
         require(self.objective != "delta_m" or self.weights is None, "objective",
                 f"'delta_m' sets the task weights itself; config.taba.weights={self.weights!r} must be unset")
         require(self.explore is None or self.explore in HEURISTICS, "explore",

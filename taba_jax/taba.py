@@ -199,31 +199,66 @@ def refit_learning_curves(points: CurvePoints, values: np.ndarray, gamma: np.nda
     return gamma, intercept
 
 
-def delta_m_weights(gamma, intercept, kappa, pool_size: int, higher_is_better) -> np.ndarray:
+def delta_m_weights(gamma, intercept, kappa, pool_size: int, higher_is_better, error_map=None) -> np.ndarray:
     """Task weights that make TABA's objective the predicted Delta_m (`config.objective="delta_m"`).
 
-    A task's fitted metric-error curve `E_t(U) = exp(a_t) U^-gamma_t` is read as METHOD's power law
-    `E_t(0) (1 + U/kappa_t)^-gamma_t` (equal for U >> kappa_t), so `E_t(0) = exp(a_t) kappa_t^-gamma_t`;
-    the reference metric is the curve at the whole pool, `M_t(ref) = E_t(N)` for an error (lower is
-    better) and `1 - E_t(N)` for a score in [0, 1] (at least 0.05). Delta_m's term of task t is
-    `(E_t(U) - E_t(ref)) / M_t(ref)` up to sign, so `w_t = E_t(0) / M_t(ref)` makes
-    `sum_t w_t g_t(U_t)` Delta_m up to a constant. Returned normalised to mean 1."""
-    weights = _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better)
+    A task's fitted curve `v_t(U) = exp(a_t) U^-gamma_t` is read as METHOD's power law
+    `v_t(0) (1 + U/kappa_t)^-gamma_t` (equal for U >> kappa_t), so `v_t(0) = exp(a_t) kappa_t^-gamma_t`.
+    With a curve of metric errors, `E_t = v_t`; with a curve of losses, `error_map` = (alpha, beta) of
+    `metric_error_map` gives `E_t = alpha_t + beta_t v_t`. The reference metric is the error at the
+    whole pool, `M_t(ref) = E_t(N)` for an error (lower is better) and `1 - E_t(N)` for a score in
+    [0, 1] (at least 0.05). Delta_m's term of task t is `(E_t(U) - E_t(ref)) / M_t(ref)` up to sign, so
+    `w_t = beta_t v_t(0) / M_t(ref)` makes `sum_t w_t g_t(U_t)` Delta_m up to a constant. Returned
+    normalised to mean 1."""
+    weights = _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better, error_map)
     return weights / weights.mean()
 
 
-def _power_law_sensitivity(gamma, intercept, kappa, pool_size: int, higher_is_better) -> np.ndarray:
+def metric_error_map(values, errors, rows=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per task, the least-squares line `E = alpha + beta v` from the learning-curve values `v` (K, T)
+    (losses) to the primary-metric errors measured at the same points, over the rows where `rows`
+    (K, T) holds (all by default): how Delta_m's metric moves with the curve TABA fits. Returns
+    (alpha, beta, smallest error measured), each (T,). `beta` is at least 0 (a metric that does not
+    improve as the loss falls is worth nothing more); a task with fewer than two distinct values gets
+    the line through the origin and its last point."""
+    values, errors = np.asarray(values, np.float64), np.asarray(errors, np.float64)
+    rows = np.ones(values.shape, bool) if rows is None else np.asarray(rows, bool)
+    alpha, beta, smallest = np.zeros(values.shape[1]), np.ones(values.shape[1]), np.ones(values.shape[1])
+    for t in range(values.shape[1]):
+        v, e = values[rows[:, t], t], errors[rows[:, t], t]
+        if len(v) == 0:
+            continue
+        smallest[t] = e.min()
+        if len(np.unique(v)) >= 2:
+            beta[t], alpha[t] = np.polyfit(v, e, 1)
+            if beta[t] < 0:
+                alpha[t], beta[t] = e.mean(), 0.0
+        else:
+            alpha[t], beta[t] = 0.0, e[-1] / v[-1]
+    return alpha, beta, smallest
+
+
+def _power_law_sensitivity(gamma, intercept, kappa, pool_size: int, higher_is_better, error_map=None) -> np.ndarray:
     """`_delta_m_sensitivity` of the power law `exp(a_t) U^-gamma_t` (unnormalised `delta_m_weights`)."""
     gamma, intercept, kappa = (np.asarray(v, np.float64) for v in (gamma, intercept, kappa))
     return _delta_m_sensitivity(np.exp(intercept) * kappa ** -gamma, np.exp(intercept) * float(pool_size) ** -gamma,
-                                higher_is_better)
+                                higher_is_better, error_map)
 
 
-def _delta_m_sensitivity(reducible, at_pool, higher_is_better) -> np.ndarray:
+def _delta_m_sensitivity(reducible, at_pool, higher_is_better, error_map=None) -> np.ndarray:
     """Delta_m points per unit of a task's learning-curve gain g_t: the error labels can remove over
-    the reference metric, which the curve's error at the whole pool (`at_pool`) stands for."""
-    reference = np.where(np.asarray(higher_is_better, bool), np.clip(1.0 - at_pool, 0.05, 1.0), at_pool)
-    return np.asarray(reducible, np.float64) / reference
+    the reference metric, which the curve's error at the whole pool (`at_pool`) stands for. With an
+    `error_map` (alpha, beta, smallest) the curve's values are losses, mapped to errors first; an error
+    reference extrapolated that way is held at a tenth of the smallest error measured or more (a line
+    can cross 0 where an error cannot)."""
+    reducible, at_pool = np.asarray(reducible, np.float64), np.asarray(at_pool, np.float64)
+    lowest = 0.0
+    if error_map is not None:
+        alpha, beta, smallest = error_map
+        reducible, at_pool, lowest = beta * reducible, alpha + beta * at_pool, 0.1 * np.asarray(smallest)
+    reference = np.where(np.asarray(higher_is_better, bool), np.clip(1.0 - at_pool, 0.05, 1.0),
+                         np.maximum(at_pool, lowest))
+    return reducible / reference
 
 
 def pilot_size(problem: BudgetProblem, rho: float) -> int:
@@ -261,9 +296,9 @@ def _estimation_train_config(train_config: TrainConfig) -> TrainConfig:
 
 
 def _with_delta_m_weights(information: InformationModel, intercept, pool_size: int,
-                          tasks: list[TaskSpec]) -> InformationModel:
+                          tasks: list[TaskSpec], error_map=None) -> InformationModel:
     weights = delta_m_weights(information.gamma, intercept, information.kappa, pool_size,
-                              [t.higher_is_better for t in tasks])
+                              [t.higher_is_better for t in tasks], error_map)
     return information.replace(weights=weights)
 
 
@@ -351,7 +386,8 @@ def fit_estimate(config: TabaConfig, tasks: list[TaskSpec], pool_size: int, pilo
     information = information_model(config, len(tasks), affinity, gamma, default_kappa=float(pilot_size),
                                     task_names=[t.name for t in tasks])
     if config.objective == "delta_m":
-        information = _with_delta_m_weights(information, intercept, pool_size, tasks)
+        error_map = metric_error_map(subset_losses, subset_errors) if config.curve_fit == "loss" else None
+        information = _with_delta_m_weights(information, intercept, pool_size, tasks, error_map)
     return Estimate(information, pilot_size, list(affinity_steps), lookahead, list(subset_sizes), subset_losses,
                     intercept, subset_errors)
 
@@ -527,6 +563,8 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
     floor, falling forever, cannot express."""
     gamma = np.asarray(information.gamma, np.float64)
     values = points.losses if config.curve_fit == "loss" else points.errors
+    error_map = (metric_error_map(values, points.errors, points.labels > 0)
+                 if config.objective == "delta_m" and config.curve_fit == "loss" else None)
     if config.gamma is None:
         gamma, intercept = refit_learning_curves(points, values, gamma, intercept, config.gamma_range)
     refitted = information.replace(gamma=gamma)
@@ -536,7 +574,7 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
         kappa = np.asarray(information.kappa, np.float64)
         # Tasks left on the power law (fewer than three own points) keep its weight.
         weights = (np.ones_like(gamma) if config.objective == "relative"
-                   else _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better))
+                   else _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better, error_map))
         for t in range(values.shape[1]):
             own = points.labels[:, t] > 0
             if len(np.unique(points.information[own, t])) >= 3:
@@ -544,14 +582,15 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
                                                                   kappa[t], config.gamma_range)
                 intercept[t] = np.log(max(scale, 1e-12))
                 weights[t] = share if config.objective == "relative" else _delta_m_sensitivity(
-                    scale * kappa[t] ** -gamma[t], floor + scale * float(pool_size) ** -gamma[t], higher_is_better[t])
+                    scale * kappa[t] ** -gamma[t], floor + scale * float(pool_size) ** -gamma[t], higher_is_better[t],
+                    None if error_map is None else tuple(m[t] for m in error_map))
         if weights.sum() <= 0:
             weights = np.ones_like(weights)
         elif config.objective == "delta_m":
             weights = weights / weights.mean()  # as delta_m_weights
         refitted = information.replace(gamma=gamma, weights=weights)
     elif config.objective == "delta_m":
-        refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks)
+        refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks, error_map)
     return refitted, np.asarray(intercept, np.float64)
 
 

@@ -269,6 +269,56 @@ def test_refit_floor_with_delta_m_weights_each_task_by_its_removable_error_over_
     np.testing.assert_allclose(refitted.gamma, gamma, rtol=1e-6)
 
 
+def test_refit_floor_with_delta_m_on_losses_maps_each_loss_to_its_metric_error_by_a_line():
+    gamma = np.geomspace(0.05, 1.5, 64)[45]  # on the fit's grid: recovered exactly
+    information = np.array([[50.0] * 3, [100.0] * 3, [200.0] * 3])
+    losses = np.stack([0.1 + 2.0 * information[:, t] ** -gamma for t in range(3)], axis=1)
+    alpha, beta = np.array([0.05, -0.105, 0.2]), np.array([0.5, 1.0, 0.1])  # error = alpha + beta * loss
+    errors = alpha + beta * losses
+    points = taba.CurvePoints(information, information, losses, errors)
+    tasks = [types.SimpleNamespace(higher_is_better=h) for h in (False, False, True)]
+    kappa, pool = 16.0, 10_000
+    model = taba.information_model(tiny_taba_config(), 3, np.eye(3), [0.3] * 3, default_kappa=kappa)
+    config = tiny_taba_config(rounds=2, refit_floor=True, objective="delta_m")
+    refitted, _ = taba.refit_information(model, np.zeros(3), points, config, tasks, pool_size=pool)
+    loss_at_pool = 0.1 + 2.0 * pool ** -gamma
+    reference = alpha + beta * loss_at_pool
+    # task 1's line crosses 0 before the pool: its reference is held at a tenth of its smallest error
+    assert reference[1] < 0.1 * errors[:, 1].min()
+    reference = np.array([reference[0], 0.1 * errors[:, 1].min(), 1.0 - reference[2]])
+    expected = beta * 2.0 * kappa ** -gamma / reference
+    np.testing.assert_allclose(refitted.weights, expected / expected.mean(), rtol=1e-6)
+    np.testing.assert_allclose(refitted.gamma, gamma, rtol=1e-6)
+
+
+def test_metric_error_map_fits_a_line_per_task_over_its_own_points():
+    values = np.array([[4.0, 1.0, 2.0], [2.0, 1.0, 1.0], [1.0, 9.0, 0.5]])
+    errors = np.array([[0.9, 0.2, 0.1], [0.5, 0.3, 0.2], [0.3, 0.4, 0.3]])
+    rows = np.array([[True, True, True], [True, True, True], [True, False, True]])
+    alpha, beta, smallest = taba.metric_error_map(values, errors, rows)
+    slope, intercept = np.polyfit(values[:, 0], errors[:, 0], 1)
+    np.testing.assert_allclose([alpha[0], beta[0]], [intercept, slope])
+    # task 1: one distinct value among its own rows: the line through the origin and its last point
+    np.testing.assert_allclose([alpha[1], beta[1]], [0.0, 0.3])
+    # task 2: the error rises as the loss falls: worth nothing more (beta 0, the mean error)
+    np.testing.assert_allclose([alpha[2], beta[2]], [0.2, 0.0])
+    np.testing.assert_allclose(smallest, [0.3, 0.2, 0.1])
+
+
+def test_delta_m_on_losses_from_the_pilot_maps_its_subsets_losses_to_errors():
+    sizes, losses = [5, 10, 20], np.array([[2.0, 1.0], [1.0, 0.7], [0.5, 0.49]])
+    errors = np.stack([0.1 + 0.2 * losses[:, 0], 0.5 * losses[:, 1]], axis=1)
+    tasks = [types.SimpleNamespace(name=n, higher_is_better=False) for n in ("a", "b")]
+    config = tiny_taba_config(objective="delta_m")
+    estimate = taba.fit_estimate(config, tasks, 1000, 20, [10], np.ones((1, 2, 2)), sizes, losses, errors)
+    gamma, intercept = taba.fit_learning_curves(sizes, losses)
+    expected = taba.delta_m_weights(gamma, intercept, [20.0, 20.0], 1000, [False, False],
+                                    taba.metric_error_map(losses, errors))
+    np.testing.assert_allclose(estimate.information.weights, expected, rtol=1e-6)
+    unmapped = taba.delta_m_weights(gamma, intercept, [20.0, 20.0], 1000, [False, False])
+    assert not np.allclose(expected, unmapped)
+
+
 def test_delta_m_weights_by_hand():
     # Both curves E(U) = U^-0.5: E(0) = kappa^-0.5 = 0.5, E(pool of 100) = 0.1. An error (lower is better)
     # has reference metric 0.1, a score 1 - 0.1 = 0.9: weights 0.5/0.1 = 5 and 0.5/0.9, normalised to mean 1.
