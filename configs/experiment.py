@@ -70,6 +70,12 @@ TABA_VARIANTS = {
     # points), each task's loss mapped to its metric error by a line fitted on the same points
     "explore_floor_refit_floor_loss_delta_m": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
                                                "refit_floor": True, "objective": "delta_m"},
+    # explore_floor_refit_floor with less information through other tasks' labels: none at all, and
+    # at most half an own label's worth per own label (the default cap is one)
+    "explore_floor_refit_floor_no_transfer": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
+                                              "refit_floor": True, "transfer_cap": 0.0},
+    "explore_floor_refit_floor_cap_half": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
+                                           "refit_floor": True, "transfer_cap": 0.5},
 }
 # The default recipe (TrainConfig(): 750 steps of 12 images per task, widths 16, 32, 64) learns every
 # task at 16 x 16 (docs/recipes/); `quick` trains 400 of those steps so that a setting's whole sweep

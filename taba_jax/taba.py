@@ -61,8 +61,8 @@ ESTIMATE_FILE = "estimate.json"
 # them share one pilot estimate and one round's curve points.
 FIT_FIELDS = ("curve_fit", "objective", "gamma_range", "gamma_shrinkage", "weights", "flat_slope_floor",
               "refit_floor", "rounds", "explore")
-# Fields that shape the information model built on the pilot's measurements: left out of the pilot's
-# key as well (a round's points record U under that model, so they stay in the points' key).
+# Fields that shape the information model built on the measurements: left out of the keys as well (a
+# round's U is recomputed from its subsets under the asking model).
 MODEL_FIELDS = ("curve", "kappa", "transfer_cap")
 
 
@@ -492,16 +492,12 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
                          progress: bool = False, shared_workdirs=()) -> CurvePoints:
     """Trains models on `allocation` and on its nested subsets (each task's labeled images cut to
     `config.subset_fractions` of their number, prefixes of one seeded order per task) and returns
-    their learning-curve points. Cached as `<workdir>/points.json` for the same allocation and configs
-    (or reused from `<shared>/points.json` of a folder of `shared_workdirs`)."""
+    their learning-curve points, with U under `information`. The validation losses and errors are
+    cached as `<workdir>/points.json` for the same allocation and measuring config (or reused from
+    `<shared>/points.json` of a folder of `shared_workdirs`); U is recomputed from the subsets for
+    whichever information model asks, so variants that differ in `MODEL_FIELDS` share a round too."""
     tasks = dataset.task_specs(allocation.problem.task_names)
     names = [t.name for t in tasks]
-    cache = os.path.join(workdir, "points.json")
-    key = _measurement_key(config, FIT_FIELDS, labels=allocation.metadata()["labels_sha256"], seed=seed,
-                           train=to_json(train_config))
-    saved = _shared_cache(cache, key, [os.path.join(folder, "points.json") for folder in shared_workdirs])
-    if saved is not None:
-        return CurvePoints.from_json(saved["points"])
     orders = {t: rng.numpy_rng(seed, "round_subsets", index).permutation(allocation.labeled_indices(index))
               for index, t in enumerate(names)}
     fractions = sorted(set(config.subset_fractions)) + [1.0]
@@ -514,6 +510,13 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
             matrix[labeled[t], index] = True
         labels[k] = matrix.sum(axis=0)
         information_values[k] = np.asarray(model_information(information, matrix))
+    cache = os.path.join(workdir, "points.json")
+    key = _measurement_key(config, FIT_FIELDS + MODEL_FIELDS, labels=allocation.metadata()["labels_sha256"],
+                           seed=seed, train=to_json(train_config))
+    saved = _shared_cache(cache, key, [os.path.join(folder, "points.json") for folder in shared_workdirs])
+    if saved is not None:
+        measured = CurvePoints.from_json(saved["points"])
+        return dataclasses.replace(measured, information=information_values)
     losses, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
                                         [os.path.join(workdir, f"subset_{f:g}") for f in fractions], [], progress)
     points = CurvePoints(labels, information_values, losses, errors)

@@ -153,7 +153,8 @@ def test_a_variant_reuses_an_estimate_shared_for_its_pilot_only_when_it_estimate
     assert len(trainings) == 2  # other subsets are other measurements: the pilot and its half retrained
 
 
-def test_a_round_measured_by_another_variant_is_reused_when_only_the_fit_differs(dataset, tmp_path, monkeypatch):
+def test_a_round_measured_by_another_variant_is_reused_when_only_the_fit_or_the_model_differs(dataset, tmp_path,
+                                                                                            monkeypatch):
     problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
     explore = dict(rounds=2, explore="equal_budget", subset_fractions=(0.5,))
     measured, _ = run_taba(problem, dataset, tiny_taba_config(**explore), 3, str(tmp_path / "explore"))
@@ -168,6 +169,12 @@ def test_a_round_measured_by_another_variant_is_reused_when_only_the_fit_differs
                             shared_workdirs=[str(tmp_path / "explore")])
     (third,) = predicted.info["taba"]["rounds"]
     assert third["points"] == first["points"] and third["information"]["weights"] != second["information"]["weights"]
+    # another transfer cap: the same trainings, U recomputed under the asking model (no transfer: own labels)
+    uncapped, _ = taba.run(problem, dataset, tiny_taba_config(**explore, transfer_cap=0.0), tiny_train_config(8), 3,
+                           str(tmp_path / "cap0"), shared_workdirs=[str(tmp_path / "explore")])
+    (fourth,) = uncapped.info["taba"]["rounds"]
+    assert fourth["points"]["losses"] == first["points"]["losses"]
+    np.testing.assert_allclose(fourth["points"]["information"], fourth["points"]["labels"], rtol=1e-6)
 
 
 def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_trainings(dataset, tmp_path,
