@@ -204,8 +204,8 @@ def delta_m_weights(gamma, intercept, kappa, pool_size: int, higher_is_better, e
 
     A task's fitted curve `v_t(U) = exp(a_t) U^-gamma_t` is read as METHOD's power law
     `v_t(0) (1 + U/kappa_t)^-gamma_t` (equal for U >> kappa_t), so `v_t(0) = exp(a_t) kappa_t^-gamma_t`.
-    With a curve of metric errors, `E_t = v_t`; with a curve of losses, `error_map` = (alpha, beta) of
-    `metric_error_map` gives `E_t = alpha_t + beta_t v_t`. The reference metric is the error at the
+    With a curve of metric errors, `E_t = v_t`; with a curve of losses, `error_map` (`metric_error_map`'s
+    alpha, beta and smallest error) gives `E_t = alpha_t + beta_t v_t`. The reference metric is the error at the
     whole pool, `M_t(ref) = E_t(N)` for an error (lower is better) and `1 - E_t(N)` for a score in
     [0, 1] (at least 0.05). Delta_m's term of task t is `(E_t(U) - E_t(ref)) / M_t(ref)` up to sign, so
     `w_t = beta_t v_t(0) / M_t(ref)` makes `sum_t w_t g_t(U_t)` Delta_m up to a constant. Returned
@@ -220,7 +220,7 @@ def metric_error_map(values, errors, rows=None) -> tuple[np.ndarray, np.ndarray,
     (K, T) holds (all by default): how Delta_m's metric moves with the curve TABA fits. Returns
     (alpha, beta, smallest error measured), each (T,). `beta` is at least 0 (a metric that does not
     improve as the loss falls is worth nothing more); a task with fewer than two distinct values gets
-    the line through the origin and its last point."""
+    the line through the origin and its last point, one with no rows the identity."""
     values, errors = np.asarray(values, np.float64), np.asarray(errors, np.float64)
     rows = np.ones(values.shape, bool) if rows is None else np.asarray(rows, bool)
     alpha, beta, smallest = np.zeros(values.shape[1]), np.ones(values.shape[1]), np.ones(values.shape[1])
