@@ -1,6 +1,7 @@
 """Plain NumPy (float64) reference of TABA's greedy, one label per step, for checking the JAX search."""
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -22,9 +23,15 @@ def objective(affinity, gamma, kappa, weights, patterns, counts, curve="power", 
     return float(per_task @ weights / weights.sum())
 
 
-def greedy(affinity, gamma, kappa, weights, costs, num_images, budget, transfer_cap=None):
-    """Cost-benefit greedy over (pattern, task) candidates, one image per step, plus the
-    single-task safeguard; returns {pattern tuple: count}."""
+def greedy_outcomes(affinity, gamma, kappa, weights, costs, num_images, budget, transfer_cap=None,
+                    tie_tolerance=1e-6):
+    """Every end state of the cost-benefit greedy (one image per step, plus the single-task
+    safeguard) over all ways of breaking ties; returns a set of frozensets of (pattern, count).
+
+    Candidates whose gain per cost is within `tie_tolerance` of the best count as tied: with a
+    transfer cap, all candidates whose transfer credit the cap clips gain exactly the same, and
+    float32 cannot rank near-ties, so any of them is a correct greedy step.
+    """
     num_tasks = len(costs)
     params = (affinity, gamma, kappa, weights)
 
@@ -32,32 +39,35 @@ def greedy(affinity, gamma, kappa, weights, costs, num_images, budget, transfer_
         keys = list(state)
         return objective(*params, keys, [state[k] for k in keys], transfer_cap=transfer_cap)
 
-    def run_greedy(state, money):
-        while True:
-            base = value(state)
-            best = None
-            for pattern, count in state.items():
-                for task in range(num_tasks):
-                    if count == 0 or pattern[task] or costs[task] > money:
-                        continue
-                    trial = _moved(state, pattern, task, 1)
-                    ratio = (value(trial) - base) / costs[task]
-                    if best is None or ratio > best[0]:
-                        best = (ratio, pattern, task)
-            if best is None:
-                return state, money
-            state = _moved(state, best[1], best[2], 1)
-            money -= costs[best[2]]
+    def money_left(state):
+        return budget - sum(count * float(np.dot(pattern, costs)) for pattern, count in state.items())
+
+    @functools.lru_cache(maxsize=None)
+    def run_greedy(key):
+        state, money = dict(key), money_left(dict(key))
+        base = value(state)
+        candidates = [((value(_moved(state, pattern, task, 1)) - base) / costs[task], pattern, task)
+                      for pattern, count in state.items() for task in range(num_tasks)
+                      if count > 0 and not pattern[task] and costs[task] <= money]
+        if not candidates:
+            return frozenset({key})
+        best = max(ratio for ratio, _, _ in candidates)
+        return frozenset().union(*(run_greedy(_key(_moved(state, pattern, task, 1)))
+                                   for ratio, pattern, task in candidates if ratio >= best - tie_tolerance))
 
     start = {(False,) * num_tasks: num_images}
-    candidates = [run_greedy(dict(start), budget)]
+    singles = []
     for task in range(num_tasks):
         count = min(int(np.floor(budget / costs[task])), num_images)
-        state = _moved(dict(start), (False,) * num_tasks, task, count)
-        candidates.append((state, budget - count * costs[task]))
-    state, money = max(candidates, key=lambda c: value(c[0]))
-    state, _ = run_greedy(state, money)
-    return {k: v for k, v in state.items() if v > 0}
+        singles.append(_key(_moved(dict(start), (False,) * num_tasks, task, count)))
+    outcomes = set()
+    for greedy_end in run_greedy(_key(start)):
+        choices = [greedy_end] + singles
+        values = [value(dict(c)) for c in choices]
+        for choice, choice_value in zip(choices, values):
+            if choice_value >= max(values) - tie_tolerance:
+                outcomes |= run_greedy(choice)
+    return outcomes
 
 
 def brute_force_best(affinity, gamma, kappa, weights, costs, num_images, budget):
@@ -79,6 +89,10 @@ def brute_force_best(affinity, gamma, kappa, weights, costs, num_images, budget)
 
     rec(1, num_images, budget, [])
     return best
+
+
+def _key(state):
+    return frozenset((pattern, count) for pattern, count in state.items() if count > 0)
 
 
 def _moved(state, pattern, task, count):

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from taba_jax.budget import BudgetProblem, InformationModel, allocation_objective, greedy_allocate
 from taba_jax.budget import greedy
@@ -36,21 +36,25 @@ def pattern_counts(labels):
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), num_tasks=st.integers(1, 3), num_images=st.integers(1, 12),
-       integer_costs=st.booleans(), transfer_cap=st.sampled_from([None, 0.5]))
-def test_chunk_size_one_equals_numpy_reference(seed, num_tasks, num_images, integer_costs, transfer_cap):
-    # Dense affinity: zero entries make different candidates tie exactly, and the two
-    # implementations may break a tie differently.
-    problem, model = random_instance(seed, num_tasks, num_images, integer_costs, sparse=False)
+       integer_costs=st.booleans(), transfer_cap=st.sampled_from([None, 0.5]), sparse=st.booleans())
+@example(seed=294, num_tasks=3, num_images=7, integer_costs=False, transfer_cap=0.5, sparse=False)  # capped tie
+def test_chunk_size_one_follows_a_numpy_reference_greedy_path(seed, num_tasks, num_images, integer_costs,
+                                                             transfer_cap, sparse):
+    """With one label per step the JAX search ends where the float64 reference greedy can end.
+
+    The reference returns every end state over all tie-breaks: zero affinities and a transfer cap
+    (which clips transfer credit) make different labels gain exactly alike, and float32 ranks such
+    ties arbitrarily.
+    """
+    problem, model = random_instance(seed, num_tasks, num_images, integer_costs, sparse)
     model = model.replace(transfer_cap=transfer_cap)
     allocation = greedy_allocate(problem, model, seed=seed, max_chunk=1, max_exchanges=0)  # the reference has none
-    expected = reference_greedy.greedy(*reference_args(problem, model), transfer_cap=transfer_cap)
-    expected_counts = np.zeros(num_tasks, int)
-    for pattern, count in expected.items():
-        expected_counts += count * np.array(pattern, int)
-    np.testing.assert_array_equal(allocation.counts, expected_counts)
-    patterns = list(expected)
+    outcomes = reference_greedy.greedy_outcomes(*reference_args(problem, model), transfer_cap=transfer_cap)
+    reached = pattern_counts(allocation.labels)
+    assert frozenset(reached.items()) in outcomes, (reached, [dict(o) for o in outcomes])
+    patterns = list(reached)
     expected_value = reference_greedy.objective(*reference_args(problem, model)[:4], patterns,
-                                                [expected[p] for p in patterns], transfer_cap=transfer_cap)
+                                                [reached[p] for p in patterns], transfer_cap=transfer_cap)
     np.testing.assert_allclose(allocation.info["objective"], expected_value, rtol=1e-5)
 
 
