@@ -1,0 +1,110 @@
+# python docs/results/confirm_analysis.py  (from the repository root; prints markdown)
+"""The README's fresh-seed confirmation tables, recomputed from the exported results.
+
+`no_transfer` against the heuristic that was best in each cell on seeds 0-9 (fixed before the fresh
+seeds ran): paired Delta_m differences with 95 % t-intervals over the fresh seeds (docs/results/
+confirm_*) and over all seeds (with docs/results/full_*); the mean over cells per seed; the oracle's
+held-out pick at geometry 4000; and, for `weak`, each task's share of the paired difference.
+"""
+import collections
+import json
+import os
+
+import numpy as np
+from scipy import stats
+
+from taba_jax import experiment
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+NO_TRANSFER = "taba:explore_floor_refit_floor_no_transfer"
+ORACLE_PICK = "shares:2/2/1/1:disjoint"  # the oracle grid's best point at geometry 4000 on seeds 0-2
+BUDGETS = {"tag": (1000, 3000, 8000), "weak": (1000, 3000, 8000), "geometry": (1500, 4000, 10000)}
+PRE_REGISTERED = {("geometry", 4000): "equal_count_disjoint", ("geometry", 10000): "equal_count_disjoint"}
+
+
+def heuristic(setting, budget):
+    return PRE_REGISTERED.get((setting, budget), "equal_budget")
+
+
+def interval(values):
+    values = np.asarray(values, float)
+    mean, n = values.mean(), len(values)
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)
+    low, high = mean - half, mean + half
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]" + (" real" if low > 0 or high < 0 else "")
+
+
+def by_seed(records, budget, strategies):
+    """seed -> {strategy: record} for the seeds where every one of `strategies` ran at `budget`."""
+    table = collections.defaultdict(dict)
+    for r in records:
+        if float(r.budget) == budget and r.strategy in strategies:
+            table[r.seed][r.strategy] = r
+    return {seed: runs for seed, runs in sorted(table.items()) if len(runs) == len(strategies)}
+
+
+def differences(records, setting, budget):
+    """seed -> Delta_m(no_transfer) - Delta_m(pre-registered heuristic)."""
+    other = heuristic(setting, budget)
+    return {seed: runs[NO_TRANSFER].delta_m - runs[other].delta_m
+            for seed, runs in by_seed(records, budget, (NO_TRANSFER, other)).items()}
+
+
+def load(kind, setting):
+    return [r for r in experiment.read_records(os.path.join(ROOT, f"{kind}_{setting}")) if r.setting == setting]
+
+
+def main():
+    fresh = {s: load("confirm", s) for s in BUDGETS}
+    pooled = {s: fresh[s] + load("full", s) for s in BUDGETS}
+    cells = [(s, b) for s, budgets in BUDGETS.items() for b in budgets]
+    fresh_diffs = {c: differences(fresh[c[0]], *c) for c in cells}
+    pooled_diffs = {c: differences(pooled[c[0]], *c) for c in cells}
+    print("| setting | budget | heuristic | its Δm | no_transfer Δm | difference, fresh seeds | same, all seeds |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for setting, budget in cells:
+        runs = by_seed(fresh[setting], budget, (NO_TRANSFER, heuristic(setting, budget)))
+        mine = [r[NO_TRANSFER].delta_m for r in runs.values()]
+        theirs = [r[heuristic(setting, budget)].delta_m for r in runs.values()]
+        print(f"| {setting} | {budget} | {heuristic(setting, budget)} | {np.mean(theirs):.2f} ± {np.std(theirs, ddof=1):.2f} "
+              f"| {np.mean(mine):.2f} ± {np.std(mine, ddof=1):.2f} | {interval(list(fresh_diffs[setting, budget].values()))} "
+              f"| {interval(list(pooled_diffs[setting, budget].values()))} |")
+    for name, chosen in (("all nine cells", cells), ("tag and geometry", [c for c in cells if c[0] != "weak"])):
+        line = []
+        for label, diffs in (("fresh", fresh_diffs), ("all", pooled_diffs)):
+            seeds = sorted(set.intersection(*(set(diffs[c]) for c in chosen)))
+            line.append(f"{label} seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}): "
+                        f"{interval([np.mean([diffs[c][seed] for c in chosen]) for seed in seeds])}")
+        print(f"\nmean over {name}: " + "; ".join(line))
+
+    runs = by_seed(fresh["geometry"], 4000, ("equal_budget", "equal_count_disjoint", NO_TRANSFER, ORACLE_PICK))
+    gain = {k: [r[k].delta_m - r["equal_budget"].delta_m for r in runs.values()]
+            for k in (ORACLE_PICK, NO_TRANSFER, "equal_count_disjoint")}
+    print(f"\ngeometry 4000, over equal_budget on fresh seeds {sorted(runs)}: "
+          + ", ".join(f"{k} {interval(v)}" for k, v in gain.items())
+          + f"; no_transfer's fraction of the pick's gain {np.mean(gain[NO_TRANSFER]) / np.mean(gain[ORACLE_PICK]):.0%}")
+
+    references = {}
+    for kind in ("full", "confirm"):
+        with open(os.path.join(ROOT, f"{kind}_weak", "references.json")) as f:
+            references.update({int(k.removeprefix("seed")): v["metrics"] for k, v in json.load(f).items()})
+    print("\nweak, all seeds: each task's term of the paired difference (Δm is the mean of the three terms)")
+    for budget in BUDGETS["weak"]:
+        runs = by_seed(pooled["weak"], budget, (NO_TRANSFER, "equal_budget"))
+        terms = []
+        for task in ("segment", "depth", "texture"):
+            def term(record):
+                ref = references[record.seed][task]
+                sign = 1 if ref["higher_is_better"] else -1
+                return 100 * sign * (record.metrics[task]["primary"] - ref["primary"]) / ref["primary"] / 3
+            terms.append(f"{task} {interval([term(r[NO_TRANSFER]) - term(r['equal_budget']) for r in runs.values()])}")
+        baseline = next(iter(references.values()))["texture"]["baseline"]
+        unlearned = {k: sum(r[k].metrics["texture"]["primary"] > 0.8 * baseline for r in runs.values())
+                     for k in ("equal_budget", NO_TRANSFER)}
+        print(f"- {budget} ({len(runs)} seeds): " + ", ".join(terms) + f"; texture error above 0.8x the mean "
+              f"predictor's ({baseline:.3f}): equal_budget {unlearned['equal_budget']}, no_transfer "
+              f"{unlearned[NO_TRANSFER]} runs")
+
+
+if __name__ == "__main__":
+    main()
