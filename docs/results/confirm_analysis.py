@@ -84,6 +84,14 @@ def main():
           + ", ".join(f"{k} {interval(v)}" for k, v in gain.items())
           + f"; no_transfer's fraction of the pick's gain {np.mean(gain[NO_TRANSFER]) / np.mean(gain[ORACLE_PICK]):.0%}")
 
+    print("\nmean labels per task, fresh seeds (no_transfer / heuristic):")
+    for setting, budget in cells:
+        runs = by_seed(fresh[setting], budget, (NO_TRANSFER, heuristic(setting, budget))).values()
+        print(f"- {setting} {budget}: " + ", ".join(
+            f"{task} {np.mean([r[NO_TRANSFER].labels[task] for r in runs]):.0f} / "
+            f"{np.mean([r[heuristic(setting, budget)].labels[task] for r in runs]):.0f}"
+            for task in next(iter(runs))[NO_TRANSFER].labels))
+
     references = {}
     for kind in ("full", "confirm"):
         with open(os.path.join(ROOT, f"{kind}_weak", "references.json")) as f:
