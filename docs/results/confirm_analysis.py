@@ -92,27 +92,37 @@ def main():
             f"{np.mean([r[heuristic(setting, budget)].labels[task] for r in runs]):.0f}"
             for task in next(iter(runs))[NO_TRANSFER].labels))
 
-    references = {}
-    for kind in ("full", "confirm"):
-        with open(os.path.join(ROOT, f"{kind}_weak", "references.json")) as f:
-            references.update({int(k.removeprefix("seed")): v["metrics"] for k, v in json.load(f).items()})
-    print("\nweak, all seeds: each task's term of the paired difference (Δm is the mean of the three terms)")
+    weak_references = {**load_references("full", "weak"), **load_references("confirm", "weak")}
+    print("\nweak, all seeds: each task's term of no_transfer - equal_budget (Δm is the mean of the terms)")
     for budget in BUDGETS["weak"]:
         runs = by_seed(pooled["weak"], budget, (NO_TRANSFER, "equal_budget"))
-        terms = []
-        for task in ("segment", "depth", "texture"):
-            def term(record):
-                ref = references[record.seed][task]
-                sign = 1 if ref["higher_is_better"] else -1
-                return 100 * sign * (record.metrics[task]["primary"] - ref["primary"]) / ref["primary"] / 3
-            terms.append(f"{task} {interval([term(r[NO_TRANSFER]) - term(r['equal_budget']) for r in runs.values()])}")
-        baseline = next(iter(references.values()))["texture"]["baseline"]
+        baseline = next(iter(weak_references.values()))["texture"]["baseline"]
         unlearned = {k: sum(r[k].metrics["texture"]["primary"] > 0.8 * baseline for r in runs.values())
                      for k in ("equal_budget", NO_TRANSFER)}
-        print(f"- {budget} ({len(runs)} seeds): " + ", ".join(terms) + f"; texture error above 0.8x the mean "
-              f"predictor's ({baseline:.3f}): equal_budget {unlearned['equal_budget']}, no_transfer "
-              f"{unlearned[NO_TRANSFER]} runs")
+        print(f"- {budget} ({len(runs)} seeds): {task_terms(runs, NO_TRANSFER, 'equal_budget', weak_references)}; "
+              f"texture error above 0.8x the mean predictor's ({baseline:.3f}): equal_budget "
+              f"{unlearned['equal_budget']}, no_transfer {unlearned[NO_TRANSFER]} runs")
+    runs = by_seed(fresh["geometry"], 4000, (NO_TRANSFER, ORACLE_PICK))
+    print(f"\ngeometry 4000, fresh seeds: each task's term of no_transfer - {ORACLE_PICK}: "
+          + task_terms(runs, NO_TRANSFER, ORACLE_PICK, load_references("confirm", "geometry")))
 
+
+def load_references(kind, setting):
+    """seed -> task -> the full-supervision reference's metrics."""
+    with open(os.path.join(ROOT, f"{kind}_{setting}", "references.json")) as f:
+        return {int(k.removeprefix("seed")): v["metrics"] for k, v in json.load(f).items()}
+
+
+def task_terms(runs, strategy, other, references):
+    """Each task's term of the paired Delta_m difference, with its interval over seeds."""
+    def term(record, task):
+        reference = references[record.seed][task]
+        sign = 1 if reference["higher_is_better"] else -1
+        return 100 * sign * (record.metrics[task]["primary"] - reference["primary"]) / reference["primary"] / len(
+            record.metrics)
+    tasks = next(iter(runs.values()))[strategy].metrics
+    return ", ".join(f"{task} {interval([term(r[strategy], task) - term(r[other], task) for r in runs.values()])}"
+                     for task in tasks)
 
 if __name__ == "__main__":
     main()
