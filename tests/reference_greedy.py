@@ -28,9 +28,9 @@ def greedy_outcomes(affinity, gamma, kappa, weights, costs, num_images, budget, 
     """Every end state of the cost-benefit greedy (one image per step, plus the single-task
     safeguard) over all ways of breaking ties; returns a set of frozensets of (pattern, count).
 
-    Candidates whose gain per cost is within `tie_tolerance` of the best count as tied: with a
-    transfer cap, all candidates whose transfer credit the cap clips gain exactly the same, and
-    float32 cannot rank near-ties, so any of them is a correct greedy step.
+    Candidates whose gain per cost is within `tie_tolerance` of the best count as tied: zero
+    affinities, or a transfer cap that clips the transfer credit, make candidates gain exactly the
+    same, and float32 cannot rank near-ties, so any of them is a correct greedy step.
     """
     num_tasks = len(costs)
     params = (affinity, gamma, kappa, weights)

@@ -4,7 +4,8 @@
 `no_transfer` against the heuristic that was best in each cell on seeds 0-9 (fixed before the fresh
 seeds ran): paired Delta_m differences with 95 % t-intervals over the fresh seeds (docs/results/
 confirm_*) and over all seeds (with docs/results/full_*); the mean over cells per seed; the oracle's
-held-out pick at geometry 4000; and, for `weak`, each task's share of the paired difference.
+held-out pick at geometry 4000; and each task's term of the paired difference, for `weak` (against
+equal_budget) and for geometry 4000 (against the oracle's pick).
 """
 import collections
 import json
@@ -123,6 +124,7 @@ def task_terms(runs, strategy, other, references):
     tasks = next(iter(runs.values()))[strategy].metrics
     return ", ".join(f"{task} {interval([term(r[strategy], task) - term(r[other], task) for r in runs.values()])}"
                      for task in tasks)
+
 
 if __name__ == "__main__":
     main()
