@@ -59,11 +59,19 @@ def paired_difference(records: list[ExperimentRecord], strategy: str, other: str
     differences = np.array([d[strategy] - d[other] for d in by_seed.values() if len(d) == 2])
     if len(differences) < 2:
         return None
-    from scipy import stats
-    mean, sd, n = float(differences.mean()), float(differences.std(ddof=1)), len(differences)
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
+    mean, low, high = mean_interval(differences)
+    sd = float(differences.std(ddof=1))
     needed = None if mean == 0 else max(2, int(np.ceil((1.96 * sd / abs(mean)) ** 2)))
-    return PairedDifference(mean, mean - half, mean + half, n, needed)
+    return PairedDifference(mean, low, high, len(differences), needed)
+
+
+def mean_interval(values) -> tuple[float, float, float]:
+    """Mean of `values` (at least 2) and its 95 % t-interval: (mean, low, high)."""
+    from scipy import stats
+    values = np.asarray(values, np.float64)
+    mean, n = float(values.mean()), len(values)
+    half = float(stats.t.ppf(0.975, n - 1)) * float(values.std(ddof=1)) / np.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def is_oracle_grid(strategy: str) -> bool:

@@ -12,9 +12,8 @@ import json
 import os
 
 import numpy as np
-from scipy import stats
 
-from taba_jax import experiment
+from taba_jax import experiment, report
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 NO_TRANSFER = "taba:explore_floor_refit_floor_no_transfer"
@@ -28,10 +27,7 @@ def heuristic(setting, budget):
 
 
 def interval(values):
-    values = np.asarray(values, float)
-    mean, n = values.mean(), len(values)
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)
-    low, high = mean - half, mean + half
+    mean, low, high = report.mean_interval(values)
     return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]" + (" real" if low > 0 or high < 0 else "")
 
 
@@ -95,9 +91,9 @@ def main():
 
     weak_references = {**load_references("full", "weak"), **load_references("confirm", "weak")}
     print("\nweak, all seeds: each task's term of no_transfer - equal_budget (Δm is the mean of the terms)")
+    baseline = next(iter(weak_references.values()))["texture"]["baseline"]
     for budget in BUDGETS["weak"]:
         runs = by_seed(pooled["weak"], budget, (NO_TRANSFER, "equal_budget"))
-        baseline = next(iter(weak_references.values()))["texture"]["baseline"]
         unlearned = {k: sum(r[k].metrics["texture"]["primary"] > 0.8 * baseline for r in runs.values())
                      for k in ("equal_budget", NO_TRANSFER)}
         print(f"- {budget} ({len(runs)} seeds): {task_terms(runs, NO_TRANSFER, 'equal_budget', weak_references)}; "
