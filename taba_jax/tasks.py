@@ -390,14 +390,21 @@ class TaskSpec:
 _jitted_metric_sums = jax.jit(TaskSpec.metric_sums, static_argnums=0)
 
 
+def delta_m_terms(results: dict[str, float], reference: dict[str, float],
+                  higher_is_better: dict[str, bool]) -> dict[str, float]:
+    """Each task's share of Delta_m, in points: its signed relative change of the primary metric
+    against the reference, over the number of tasks (the terms sum to `delta_m`). Takes the metric
+    directions by task name, so that exported results (JSON, no TaskSpec) can be split too."""
+    terms = {}
+    for name, higher in higher_is_better.items():
+        ref = reference[name]
+        if ref == 0:
+            raise ValueError(f"reference primary metric of task {name!r} is 0; Delta_m is undefined")
+        terms[name] = 100.0 * (1.0 if higher else -1.0) * (results[name] - ref) / abs(ref) / len(higher_is_better)
+    return terms
+
+
 def delta_m(results: dict[str, float], reference: dict[str, float], tasks: list[TaskSpec]) -> float:
     """Multi-task score in percent: the mean signed relative change of each task's primary metric
     against the reference; 0 = as good as the reference, negative = worse."""
-    total = 0.0
-    for task in tasks:
-        sign = 1.0 if task.higher_is_better else -1.0
-        ref = reference[task.name]
-        if ref == 0:
-            raise ValueError(f"reference primary metric of task {task.name!r} is 0; Delta_m is undefined")
-        total += sign * (results[task.name] - ref) / abs(ref)
-    return 100.0 * total / len(tasks)
+    return sum(delta_m_terms(results, reference, {t.name: t.higher_is_better for t in tasks}).values())

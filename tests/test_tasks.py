@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from taba_jax import tasks
-from taba_jax.tasks import TaskSpec, delta_m
+from taba_jax.tasks import TaskSpec, delta_m, delta_m_terms
 
 
 def test_segmentation_loss_and_miou_by_hand():
@@ -60,6 +60,17 @@ def test_delta_m_signs():
     assert delta_m({"seg": 0.5, "depth": 1.0}, {"seg": 0.5, "depth": 1.0}, tasks) == 0.0
     # seg 10 % worse (higher is better), depth 10 % worse (error up): -10 %
     assert delta_m({"seg": 0.45, "depth": 1.1}, {"seg": 0.5, "depth": 1.0}, tasks) == pytest.approx(-10.0)
+
+
+def test_delta_m_terms_are_each_tasks_share_and_sum_to_delta_m():
+    results, reference = {"seg": 0.6, "depth": 0.8}, {"seg": 0.5, "depth": 1.0}
+    terms = delta_m_terms(results, reference, {"seg": True, "depth": False})
+    # seg 20 % better, depth's error 20 % lower: +10 points each, of 2 tasks
+    assert terms == pytest.approx({"seg": 10.0, "depth": 10.0})
+    tasks = [TaskSpec("seg", "segmentation", 3), TaskSpec("depth", "dense_regression", 1)]
+    assert sum(terms.values()) == pytest.approx(delta_m(results, reference, tasks))
+    with pytest.raises(ValueError, match="reference primary metric of task 'depth' is 0"):
+        delta_m_terms(results, {"seg": 0.5, "depth": 0.0}, {"seg": True, "depth": False})
 
 
 def test_bad_task_spec():

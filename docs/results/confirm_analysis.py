@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from taba_jax import experiment, report
+from taba_jax.tasks import delta_m_terms
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 NO_TRANSFER = "taba:explore_floor_refit_floor_no_transfer"
@@ -113,10 +114,10 @@ def load_references(kind, setting):
 def task_terms(runs, strategy, other, references):
     """Each task's term of the paired Delta_m difference, with its interval over seeds."""
     def term(record, task):
-        reference = references[record.seed][task]
-        sign = 1 if reference["higher_is_better"] else -1
-        return 100 * sign * (record.metrics[task]["primary"] - reference["primary"]) / reference["primary"] / len(
-            record.metrics)
+        reference = references[record.seed]
+        return delta_m_terms({t: m["primary"] for t, m in record.metrics.items()},
+                             {t: m["primary"] for t, m in reference.items()},
+                             {t: m["higher_is_better"] for t, m in reference.items()})[task]
     tasks = next(iter(runs.values()))[strategy].metrics
     return ", ".join(f"{task} {interval([term(r[strategy], task) - term(r[other], task) for r in runs.values()])}"
                      for task in tasks)
