@@ -5,7 +5,8 @@
 seeds ran): paired Delta_m differences with 95 % t-intervals over the fresh seeds (docs/results/
 confirm_*) and over all seeds (with docs/results/full_*); the mean over cells per seed; the oracle's
 held-out pick at geometry 4000; and each task's term of the paired difference, for `weak` (against
-equal_budget) and for geometry 4000 (against the oracle's pick).
+equal_budget) and for geometry 4000 (against the oracle's pick), with what a label of each task is worth
+per unit of money there under no_transfer's fitted model and on the measured learning curves.
 """
 import collections
 import json
@@ -14,6 +15,8 @@ import os
 import numpy as np
 
 from taba_jax import experiment, report
+from taba_jax.budget import InformationModel
+from taba_jax.budget.information import objective_gains
 from taba_jax.tasks import delta_m_terms
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -103,6 +106,50 @@ def main():
     runs = by_seed(fresh["geometry"], 4000, (NO_TRANSFER, ORACLE_PICK))
     print(f"\ngeometry 4000, fresh seeds: each task's term of no_transfer - {ORACLE_PICK}: "
           + task_terms(runs, NO_TRANSFER, ORACLE_PICK, load_references("confirm", "geometry")))
+    print("\ngeometry 4000, fresh seeds: what no_transfer's fitted model gives one more label per unit of money, "
+          "at the pick's label counts and at its own, relative to edge's:")
+    for seed, pair in runs.items():
+        print(f"- seed {seed}: " + "; ".join(f"at {name} counts " + marginal_values(pair[NO_TRANSFER], pair[key])
+                                             for name, key in (("the pick's", ORACLE_PICK), ("its own", NO_TRANSFER))))
+    pick = next(iter(runs.values()))[ORACLE_PICK].labels
+    print("- measured instead (docs/recipes' learning curves, every task labeled on the same N images, mean of 3 "
+          "seeds): Delta_m points per unit of money between the measured counts around the pick's, relative to "
+          "edge's: " + measured_marginal_values(pick))
+
+
+def measured_marginal_values(counts):
+    """Per task, the Delta_m points one unit of money buys between the two measured label counts of
+    docs/recipes' geometry learning curves around `counts[task]` (full supervision, 1200 labels, is the
+    reference); as a fraction of edge's."""
+    with open(os.path.join(ROOT, "..", "recipes", "learning_curves.jsonl")) as f:
+        runs = [r for r in map(json.loads, f) if r["setting"] == "geometry"]
+    costs = dict(zip(runs[0]["tasks"], json.load(open(os.path.join(ROOT, "confirm_geometry", "config.json")))["costs"]))
+    curve = collections.defaultdict(list)
+    for r in runs:
+        curve[r["labels_per_task"]].append(r["metrics"])
+    mean = {n: {t: np.mean([m[t] for m in ms]) for t in costs} for n, ms in curve.items()}
+    higher = {t: m["higher_is_better"] for t, m in next(iter(load_references("confirm", "geometry").values())).items()}
+    per_money = {}
+    for task, cost in costs.items():
+        low = max(n for n in mean if n <= counts[task])
+        high = min(n for n in mean if n > counts[task])
+        gain = delta_m_terms(mean[high], mean[max(mean)], higher)[task] - delta_m_terms(mean[low], mean[max(mean)], higher)[task]
+        per_money[task] = (gain / ((high - low) * cost), low, high)
+    return ", ".join(f"{t} {v / per_money['edge'][0]:.2f} ({low}-{high} labels)" for t, (v, low, high) in per_money.items())
+
+
+def marginal_values(record, at):
+    """The objective's gain per unit of money of one more label of each task, under `record`'s
+    refitted information model (transfer_cap 0: U_t is the task's own label count), at `at`'s label
+    counts; as a fraction of edge's."""
+    estimate = record.taba
+    model = InformationModel(estimate["affinity"], estimate["gamma"], estimate["kappa"], estimate["weights"],
+                             estimate["curve"], estimate["task_names"], estimate["transfer_cap"])
+    counts = np.array([at.labels[t] for t in estimate["task_names"]], np.float32)
+    costs = np.array(json.load(open(os.path.join(ROOT, "confirm_geometry", "config.json")))["costs"])
+    per_money = np.asarray(objective_gains(model, counts, np.eye(len(counts), dtype=np.float32))) / costs
+    per_money = per_money / per_money[estimate["task_names"].index("edge")]
+    return ", ".join(f"{t} {v:.2f}" for t, v in zip(estimate["task_names"], per_money))
 
 
 def load_references(kind, setting):
