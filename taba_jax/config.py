@@ -304,7 +304,7 @@ class TrainConfig:
 
 AFFINITY_STEPS = ("normalized", "gradient")
 CURVE_FITS = ("loss", "metric")
-OBJECTIVES = ("relative", "delta_m")
+OBJECTIVES = ("relative", "delta_m", "delta_m_local")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -342,7 +342,10 @@ class TabaConfig:
     # What the greedy maximizes: "relative" (METHOD.md: mean relative loss reduction) or "delta_m"
     # (the predicted Delta_m: each task weighted by its error scale over the reference metric that
     # its fitted curve extrapolates to the whole pool; with curve_fit="loss" each loss is mapped to its
-    # metric error by a line fitted on the same points, docs/method.md).
+    # metric error by a line fitted on the same points, docs/method.md), or "delta_m_local" (with
+    # refit_floor: each task's floored curve scaled so that its gain between the refit's two largest
+    # subsets equals the Delta_m its metric measured there, relative to the metric at the largest: the
+    # Delta_m weights calibrated where they were measured, not extrapolated to the reference).
     objective: str = "relative"
     # With rounds >= 2: a heuristic (equal_budget, ...) that spends the first round after the pilot in
     # place of the greedy, so that the refit sees every task beyond the pilot's few labels before the
@@ -383,12 +386,15 @@ class TabaConfig:
         require(self.curve in CURVES, "curve", f"must be one of {CURVES}, got {self.curve!r}")
         require(self.rounds >= 1, "rounds", f"must be a positive integer, got {self.rounds!r}")
         require(self.objective in OBJECTIVES, "objective", f"must be one of {OBJECTIVES}, got {self.objective!r}")
-        require(self.objective != "delta_m" or self.weights is None, "objective",
+        require(self.objective == "relative" or self.weights is None, "objective",
                 f"'delta_m' sets the task weights itself; config.taba.weights={self.weights!r} must be unset")
         require(self.explore is None or self.explore in HEURISTICS, "explore",
                 f"must be one of {HEURISTICS} or None, got {self.explore!r}")
         require(self.transfer_cap is None or self.transfer_cap >= 0, "transfer_cap",
                 f"must be None or >= 0, got {self.transfer_cap!r}")
+        require(self.objective != "delta_m_local" or self.refit_floor, "objective",
+                f"'delta_m_local' weights the refit's floored curves: it needs refit_floor=True, got "
+                f"refit_floor={self.refit_floor!r}")
         require(not self.refit_floor or self.rounds >= 2, "refit_floor",
                 f"fits the curves of later rounds: it needs rounds >= 2, got rounds={self.rounds!r}")
         require(not self.refit_floor or self.weights is None, "refit_floor",

@@ -49,7 +49,7 @@ import numpy as np
 
 from taba_jax import io_utils, rng, train
 from taba_jax.budget import Allocation, BudgetProblem, InformationModel, allocate, strategies
-from taba_jax.budget.information import model_information
+from taba_jax.budget.information import curve_values, model_information
 from taba_jax.config import TabaConfig, TrainConfig, task_values, to_json
 from taba_jax.data.dataset import MultiTaskDataset
 from taba_jax.models import build_model, shared_parameters
@@ -576,7 +576,7 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
         gamma, intercept = np.array(gamma, np.float64), np.array(intercept, np.float64)
         kappa = np.asarray(information.kappa, np.float64)
         # Tasks left on the power law (fewer than three own points) keep its weight.
-        weights = (np.ones_like(gamma) if config.objective == "relative"
+        weights = (np.ones_like(gamma) if config.objective != "delta_m"
                    else _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better, error_map))
         for t in range(values.shape[1]):
             own = points.labels[:, t] > 0
@@ -584,17 +584,40 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
                 gamma[t], floor, scale, share = fit_floored_curve(points.information[own, t], values[own, t],
                                                                   kappa[t], config.gamma_range)
                 intercept[t] = np.log(max(scale, 1e-12))
-                weights[t] = share if config.objective == "relative" else _delta_m_sensitivity(
+                weights[t] = share if config.objective != "delta_m" else _delta_m_sensitivity(
                     scale * kappa[t] ** -gamma[t], floor + scale * float(pool_size) ** -gamma[t], higher_is_better[t],
                     None if error_map is None else tuple(m[t] for m in error_map))
+        if config.objective == "delta_m_local":
+            weights = local_delta_m_weights(points, refitted.replace(gamma=gamma), higher_is_better, weights)
         if weights.sum() <= 0:
             weights = np.ones_like(weights)
-        elif config.objective == "delta_m":
+        elif config.objective != "relative":
             weights = weights / weights.mean()  # as delta_m_weights
         refitted = information.replace(gamma=gamma, weights=weights)
     elif config.objective == "delta_m":
         refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks, error_map)
     return refitted, np.asarray(intercept, np.float64)
+
+
+def local_delta_m_weights(points: CurvePoints, information: InformationModel, higher_is_better,
+                          default) -> np.ndarray:
+    """Per task, the weight that makes `information`'s curve gain between the task's two largest own
+    points of `points` equal the Delta_m its primary metric measured there, `(E_(k-1) - E_k) / M_k`
+    with M_k the metric at the larger point (1 - E_k for a score) and never below 0
+    (`objective="delta_m_local"`). Tasks with fewer than two distinct own points keep `default`."""
+    weights = np.array(default, np.float64)
+    curve = np.asarray(curve_values(information, points.information), np.float64)  # (K, T)
+    for t, higher in enumerate(higher_is_better):
+        own = np.flatnonzero(points.labels[:, t] > 0)
+        order = own[np.argsort(points.information[own, t], kind="stable")]
+        if len(np.unique(points.information[order, t])) < 2:
+            continue
+        before, last = order[-2], order[-1]
+        error_before, error = points.errors[before, t], points.errors[last, t]
+        metric = 1.0 - error if higher else error
+        gain = curve[last, t] - curve[before, t]
+        weights[t] = max(error_before - error, 0.0) / max(metric, 1e-6) / gain if gain > 0 else 0.0
+    return weights
 
 
 class _AffinityProbe:
