@@ -387,7 +387,7 @@ class TabaConfig:
         require(self.rounds >= 1, "rounds", f"must be a positive integer, got {self.rounds!r}")
         require(self.objective in OBJECTIVES, "objective", f"must be one of {OBJECTIVES}, got {self.objective!r}")
         require(self.objective == "relative" or self.weights is None, "objective",
-                f"'delta_m' sets the task weights itself; config.taba.weights={self.weights!r} must be unset")
+                f"{self.objective!r} sets the task weights itself; config.taba.weights={self.weights!r} must be unset")
         require(self.explore is None or self.explore in HEURISTICS, "explore",
                 f"must be one of {HEURISTICS} or None, got {self.explore!r}")
         require(self.transfer_cap is None or self.transfer_cap >= 0, "transfer_cap",
