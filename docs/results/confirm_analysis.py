@@ -104,26 +104,28 @@ def main():
               f"texture error above 0.8x the mean predictor's ({baseline:.3f}): equal_budget "
               f"{unlearned['equal_budget']}, no_transfer {unlearned[NO_TRANSFER]} runs")
     runs = by_seed(fresh["geometry"], 4000, (NO_TRANSFER, ORACLE_PICK))
+    with open(os.path.join(ROOT, "confirm_geometry", "config.json")) as f:
+        geometry = json.load(f)
+    costs = dict(zip(geometry["tasks"], geometry["costs"]))
     print(f"\ngeometry 4000, fresh seeds: each task's term of no_transfer - {ORACLE_PICK}: "
           + task_terms(runs, NO_TRANSFER, ORACLE_PICK, load_references("confirm", "geometry")))
     print("\ngeometry 4000, fresh seeds: what no_transfer's fitted model gives one more label per unit of money, "
           "at the pick's label counts and at its own, relative to edge's:")
     for seed, pair in runs.items():
-        print(f"- seed {seed}: " + "; ".join(f"at {name} counts " + marginal_values(pair[NO_TRANSFER], pair[key])
+        print(f"- seed {seed}: " + "; ".join(f"at {name} counts " + marginal_values(pair[NO_TRANSFER], pair[key], costs)
                                              for name, key in (("the pick's", ORACLE_PICK), ("its own", NO_TRANSFER))))
     pick = next(iter(runs.values()))[ORACLE_PICK].labels
     print("- measured instead (docs/recipes' learning curves, every task labeled on the same N images, mean of 3 "
           "seeds): Delta_m points per unit of money between the measured counts around the pick's, relative to "
-          "edge's: " + measured_marginal_values(pick))
+          "edge's: " + measured_marginal_values(pick, costs))
 
 
-def measured_marginal_values(counts):
+def measured_marginal_values(counts, costs):
     """Per task, the Delta_m points one unit of money buys between the two measured label counts of
     docs/recipes' geometry learning curves around `counts[task]` (full supervision, 1200 labels, is the
-    reference); as a fraction of edge's."""
+    reference), with `costs` (task -> cost); as a fraction of edge's."""
     with open(os.path.join(ROOT, "..", "recipes", "learning_curves.jsonl")) as f:
         runs = [r for r in map(json.loads, f) if r["setting"] == "geometry"]
-    costs = dict(zip(runs[0]["tasks"], json.load(open(os.path.join(ROOT, "confirm_geometry", "config.json")))["costs"]))
     curve = collections.defaultdict(list)
     for r in runs:
         curve[r["labels_per_task"]].append(r["metrics"])
@@ -138,16 +140,16 @@ def measured_marginal_values(counts):
     return ", ".join(f"{t} {v / per_money['edge'][0]:.2f} ({low}-{high} labels)" for t, (v, low, high) in per_money.items())
 
 
-def marginal_values(record, at):
+def marginal_values(record, at, costs):
     """The objective's gain per unit of money of one more label of each task, under `record`'s
     refitted information model (transfer_cap 0: U_t is the task's own label count), at `at`'s label
-    counts; as a fraction of edge's."""
+    counts, with `costs` (task -> cost); as a fraction of edge's."""
     estimate = record.taba
     model = InformationModel(estimate["affinity"], estimate["gamma"], estimate["kappa"], estimate["weights"],
                              estimate["curve"], estimate["task_names"], estimate["transfer_cap"])
     counts = np.array([at.labels[t] for t in estimate["task_names"]], np.float32)
-    costs = np.array(json.load(open(os.path.join(ROOT, "confirm_geometry", "config.json")))["costs"])
-    per_money = np.asarray(objective_gains(model, counts, np.eye(len(counts), dtype=np.float32))) / costs
+    per_money = np.asarray(objective_gains(model, counts, np.eye(len(counts), dtype=np.float32))) / np.array(
+        [costs[t] for t in estimate["task_names"]])
     per_money = per_money / per_money[estimate["task_names"].index("edge")]
     return ", ".join(f"{t} {v:.2f}" for t, v in zip(estimate["task_names"], per_money))
 
