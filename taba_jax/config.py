@@ -343,9 +343,10 @@ class TabaConfig:
     # (the predicted Delta_m: each task weighted by its error scale over the reference metric that
     # its fitted curve extrapolates to the whole pool; with curve_fit="loss" each loss is mapped to its
     # metric error by a line fitted on the same points, docs/method.md), or "delta_m_local" (with
-    # refit_floor: each task's floored curve scaled so that its gain between the refit's two largest
-    # subsets equals the Delta_m its metric measured there, relative to the metric at the largest: the
-    # Delta_m weights calibrated where they were measured, not extrapolated to the reference).
+    # refit_floor: each task's floored curve scaled to the Delta_m its metric measured over the refit's
+    # points, a least-squares line of the metric error, relative to the metric at the largest point,
+    # against the curve: the Delta_m weights calibrated where they were measured, not extrapolated to
+    # the reference).
     objective: str = "relative"
     # With rounds >= 2: a heuristic (equal_budget, ...) that spends the first round after the pilot in
     # place of the greedy, so that the refit sees every task beyond the pilot's few labels before the

@@ -601,22 +601,25 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
 
 def local_delta_m_weights(points: CurvePoints, information: InformationModel, higher_is_better,
                           default) -> np.ndarray:
-    """Per task, the weight that makes `information`'s curve gain between the task's two largest own
-    points of `points` equal the Delta_m its primary metric measured there, `(E_(k-1) - E_k) / M_k`
-    with M_k the metric at the larger point (1 - E_k for a score) and never below 0
-    (`objective="delta_m_local"`). Tasks with fewer than two distinct own points keep `default`."""
+    """Per task, the weight that scales `information`'s curve to the Delta_m its primary metric measured
+    over the task's own points of `points` (`objective="delta_m_local"`): the least-squares slope of
+    `E_k / M` against the curve's value at each point, with M the metric at the largest point (1 - E for
+    a score), never below 0. One weighted unit of curve then buys one Delta_m point where it was
+    measured, not extrapolated to a reference; a line through every point is less noisy than the last
+    doubling alone (the same with two points). Tasks with fewer than two distinct own points keep
+    `default`."""
     weights = np.array(default, np.float64)
     curve = np.asarray(curve_values(information, points.information), np.float64)  # (K, T)
     for t, higher in enumerate(higher_is_better):
         own = np.flatnonzero(points.labels[:, t] > 0)
-        order = own[np.argsort(points.information[own, t], kind="stable")]
-        if len(np.unique(points.information[order, t])) < 2:
+        if len(np.unique(points.information[own, t])) < 2:
             continue
-        before, last = order[-2], order[-1]
-        error_before, error = points.errors[before, t], points.errors[last, t]
-        metric = 1.0 - error if higher else error
-        gain = curve[last, t] - curve[before, t]
-        weights[t] = max(error_before - error, 0.0) / max(metric, 1e-6) / gain if gain > 0 else 0.0
+        largest = own[np.argmax(points.information[own, t])]
+        metric = 1.0 - points.errors[largest, t] if higher else points.errors[largest, t]
+        x = curve[own, t] - curve[own, t].mean()
+        y = points.errors[own, t] / max(metric, 1e-6)
+        spread = float(x @ x)
+        weights[t] = max(float(x @ y) / spread, 0.0) if spread > 0 else 0.0
     return weights
 
 

@@ -276,29 +276,35 @@ def test_refit_floor_with_delta_m_weights_each_task_by_its_removable_error_over_
     np.testing.assert_allclose(refitted.gamma, gamma, rtol=1e-6)
 
 
-def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measured_over_the_last_doubling():
-    """Two tasks with the same loss curve: the one whose metric moved more between the refit's two
-    largest subsets (relative to its metric there) gets the larger weight, in exactly that ratio; a
-    metric that got worse gives 0."""
-    information = np.array([[50.0] * 3, [100.0] * 3, [200.0] * 3])
+def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measured_along_it():
+    """Three tasks with the same loss curve: a metric error linear in the curve gets the weight that
+    makes one unit of curve one Delta_m point (its slope over the metric at the largest subset), so the
+    weights stand in exactly that ratio; a noisy point moves the weight only by the least-squares line
+    through all points; a metric that got worse gives 0."""
+    information = np.array([[25.0] * 3, [50.0] * 3, [100.0] * 3, [200.0] * 3])
     losses = np.stack([0.1 + 2.0 * information[:, 0] ** -0.5] * 3, axis=1)
-    # columns: 1 - mIoU (0.25 -> 0.16 over the last doubling), an abs. error (0.20 -> 0.15), 1 - F1
-    # (0.45 -> 0.46: worse)
-    errors = np.array([[0.30, 0.20, 0.50],
-                       [0.25, 0.20, 0.45],
-                       [0.16, 0.15, 0.46]])
-    points = taba.CurvePoints(information, information, losses, errors)
     tasks = [types.SimpleNamespace(higher_is_better=h) for h in (True, False, True)]
     model = taba.information_model(tiny_taba_config(), 3, np.eye(3), [0.3] * 3, default_kappa=16.0)
     config = tiny_taba_config(rounds=2, refit_floor=True, objective="delta_m_local")
-    refitted, _ = taba.refit_information(model, np.zeros(3), points, config, tasks, pool_size=1000)
-    weights = np.asarray(refitted.weights)
-    measured = np.array([(0.25 - 0.16) / 0.84, (0.20 - 0.15) / 0.15, 0.0])  # Delta_m of the last doubling
+
+    def refit(errors):
+        points = taba.CurvePoints(information, information, losses, errors)
+        refitted, _ = taba.refit_information(model, np.zeros(3), points, config, tasks, pool_size=1000)
+        return np.asarray(refitted.weights), np.asarray(taba.curve_values(refitted, information))[:, 0]
+
+    _, curve = refit(np.full((4, 3), 0.3))  # the curve is fitted on the losses: errors leave it alone
+    slope = np.array([0.5, 0.2, -0.1])  # 1 - mIoU, an absolute error, 1 - F1 (rising: got worse)
+    errors = 0.05 + slope * (curve - curve[-1])[:, None]
+    metric = np.array([1 - errors[-1, 0], errors[-1, 1]])
+    weights, _ = refit(errors)
     assert weights[2] == 0.0 and weights.mean() == pytest.approx(1.0)
-    assert weights[1] / weights[0] == pytest.approx(measured[1] / measured[0], rel=1e-6)
-    curve = np.asarray(taba.curve_values(refitted, information))
-    np.testing.assert_allclose(weights[:2] * (curve[2, :2] - curve[1, :2]) / measured[:2],
-                               weights[0] * (curve[2, 0] - curve[1, 0]) / measured[0], rtol=1e-6)
+    assert weights[1] / weights[0] == pytest.approx((slope[1] / metric[1]) / (slope[0] / metric[0]), rel=1e-6)
+
+    noisy = errors.copy()
+    noisy[2, 0] += 0.02  # one measurement off the line
+    noisy_weights, _ = refit(noisy)
+    line = np.polyfit(curve, noisy[:, 0] / metric[0], 1)[0]
+    assert noisy_weights[1] / noisy_weights[0] == pytest.approx((slope[1] / metric[1]) / line, rel=1e-6)
     with pytest.raises(ValueError, match="'delta_m_local' weights the refit's floored curves: it needs refit_floor"):
         tiny_taba_config(rounds=2, objective="delta_m_local")
 
