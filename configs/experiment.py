@@ -74,11 +74,14 @@ TABA_VARIANTS = {
     # at most half an own label's worth per own label (the default cap is one)
     "explore_floor_refit_floor_no_transfer": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
                                               "refit_floor": True, "transfer_cap": 0.0},
-    # and each task's floored curve scaled to the Delta_m its metric measured between the refit's two
-    # largest subsets (objective "delta_m_local")
+    # and each task's floored curve scaled to the Delta_m its metric measured along the refit's points
+    # (objective "delta_m_local": a line through all of them, or through the last doubling only)
     "explore_floor_refit_floor_no_transfer_delta_m_local": {"rounds": 2, "explore": "equal_budget",
                                                             "flat_slope_floor": True, "refit_floor": True,
                                                             "transfer_cap": 0.0, "objective": "delta_m_local"},
+    "explore_floor_refit_floor_no_transfer_delta_m_last_doubling": {
+        "rounds": 2, "explore": "equal_budget", "flat_slope_floor": True, "refit_floor": True,
+        "transfer_cap": 0.0, "objective": "delta_m_local", "local_points": 2},
     "explore_floor_refit_floor_cap_half": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
                                            "refit_floor": True, "transfer_cap": 0.5},
 }

@@ -348,6 +348,9 @@ class TabaConfig:
     # against the curve: the Delta_m weights calibrated where they were measured, not extrapolated to
     # the reference).
     objective: str = "relative"
+    # With objective "delta_m_local": the line goes through each task's this many largest own refit
+    # points (2: the last doubling alone, local but one noisy difference), None: through all of them.
+    local_points: int | None = None
     # With rounds >= 2: a heuristic (equal_budget, ...) that spends the first round after the pilot in
     # place of the greedy, so that the refit sees every task beyond the pilot's few labels before the
     # greedy spends the rest (None: every round is the greedy's).
@@ -396,6 +399,9 @@ class TabaConfig:
         require(self.objective != "delta_m_local" or self.refit_floor, "objective",
                 f"'delta_m_local' weights the refit's floored curves: it needs refit_floor=True, got "
                 f"refit_floor={self.refit_floor!r}")
+        require(self.local_points is None or (self.objective == "delta_m_local" and self.local_points >= 2),
+                "local_points", f"counts the points of objective 'delta_m_local''s line: it must be None or >= 2 "
+                f"with that objective, got {self.local_points!r} with objective={self.objective!r}")
         require(not self.refit_floor or self.rounds >= 2, "refit_floor",
                 f"fits the curves of later rounds: it needs rounds >= 2, got rounds={self.rounds!r}")
         require(not self.refit_floor or self.weights is None, "refit_floor",

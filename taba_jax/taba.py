@@ -59,7 +59,7 @@ ESTIMATE_FILE = "estimate.json"
 # TabaConfig fields that act only on measurements already taken (how the curves are fitted and what is
 # bought next): the measurement caches leave them out of their keys, so that variants differing only in
 # them share one pilot estimate and one round's curve points.
-FIT_FIELDS = ("curve_fit", "objective", "gamma_range", "gamma_shrinkage", "weights", "flat_slope_floor",
+FIT_FIELDS = ("curve_fit", "objective", "local_points", "gamma_range", "gamma_shrinkage", "weights", "flat_slope_floor",
               "refit_floor", "rounds", "explore")
 # Fields that shape the information model built on the measurements: left out of the keys as well (a
 # round's U is recomputed from its subsets under the asking model).
@@ -588,7 +588,8 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
                     scale * kappa[t] ** -gamma[t], floor + scale * float(pool_size) ** -gamma[t], higher_is_better[t],
                     None if error_map is None else tuple(m[t] for m in error_map))
         if config.objective == "delta_m_local":
-            weights = local_delta_m_weights(points, refitted.replace(gamma=gamma), higher_is_better, weights)
+            weights = local_delta_m_weights(points, refitted.replace(gamma=gamma), higher_is_better, weights,
+                                            config.local_points)
         if weights.sum() <= 0:
             weights = np.ones_like(weights)
         elif config.objective != "relative":
@@ -600,22 +601,21 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
 
 
 def local_delta_m_weights(points: CurvePoints, information: InformationModel, higher_is_better,
-                          default) -> np.ndarray:
+                          default, local_points: int | None = None) -> np.ndarray:
     """Per task, the weight that scales `information`'s curve to the Delta_m its primary metric measured
-    over the task's own points of `points` (`objective="delta_m_local"`): the least-squares slope of
-    `E_k / M` against the curve's value at each point, with M the metric at the largest point (1 - E for
-    a score), never below 0. One weighted unit of curve then buys one Delta_m point where it was
-    measured, not extrapolated to a reference; a line through every point is less noisy than the last
-    doubling alone (the same with two points). Tasks with fewer than two distinct own points keep
-    `default`."""
+    over the task's `local_points` largest own points of `points` (None: all of them;
+    `objective="delta_m_local"`): the least-squares slope of `E_k / M` against the curve's value at
+    each point, with M the metric at the largest point (1 - E for a score), never below 0. One weighted
+    unit of curve then buys one Delta_m point where it was measured, not extrapolated to a reference.
+    Tasks with fewer than two distinct own points keep `default`."""
     weights = np.array(default, np.float64)
     curve = np.asarray(curve_values(information, points.information), np.float64)  # (K, T)
     for t, higher in enumerate(higher_is_better):
         own = np.flatnonzero(points.labels[:, t] > 0)
+        own = own[np.argsort(points.information[own, t], kind="stable")][-(local_points or len(own)):]
         if len(np.unique(points.information[own, t])) < 2:
             continue
-        largest = own[np.argmax(points.information[own, t])]
-        metric = 1.0 - points.errors[largest, t] if higher else points.errors[largest, t]
+        metric = 1.0 - points.errors[own[-1], t] if higher else points.errors[own[-1], t]
         x = curve[own, t] - curve[own, t].mean()
         y = points.errors[own, t] / max(metric, 1e-6)
         spread = float(x @ x)

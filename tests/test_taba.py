@@ -279,15 +279,15 @@ def test_refit_floor_with_delta_m_weights_each_task_by_its_removable_error_over_
 def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measured_along_it():
     """Three tasks with the same loss curve: a metric error linear in the curve gets the weight that
     makes one unit of curve one Delta_m point (its slope over the metric at the largest subset), so the
-    weights stand in exactly that ratio; a noisy point moves the weight only by the least-squares line
-    through all points; a metric that got worse gives 0."""
+    weights stand in exactly that ratio; a noisy point moves the weight by the least-squares line through
+    all points, or through the last doubling alone with local_points=2; a metric that got worse gives 0."""
     information = np.array([[25.0] * 3, [50.0] * 3, [100.0] * 3, [200.0] * 3])
     losses = np.stack([0.1 + 2.0 * information[:, 0] ** -0.5] * 3, axis=1)
     tasks = [types.SimpleNamespace(higher_is_better=h) for h in (True, False, True)]
     model = taba.information_model(tiny_taba_config(), 3, np.eye(3), [0.3] * 3, default_kappa=16.0)
-    config = tiny_taba_config(rounds=2, refit_floor=True, objective="delta_m_local")
 
-    def refit(errors):
+    def refit(errors, local_points=None):
+        config = tiny_taba_config(rounds=2, refit_floor=True, objective="delta_m_local", local_points=local_points)
         points = taba.CurvePoints(information, information, losses, errors)
         refitted, _ = taba.refit_information(model, np.zeros(3), points, config, tasks, pool_size=1000)
         return np.asarray(refitted.weights), np.asarray(taba.curve_values(refitted, information))[:, 0]
@@ -305,6 +305,9 @@ def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measu
     noisy_weights, _ = refit(noisy)
     line = np.polyfit(curve, noisy[:, 0] / metric[0], 1)[0]
     assert noisy_weights[1] / noisy_weights[0] == pytest.approx((slope[1] / metric[1]) / line, rel=1e-6)
+    last_doubling, _ = refit(noisy, local_points=2)  # through the two largest points only
+    difference = (noisy[2, 0] - noisy[3, 0]) / metric[0] / (curve[2] - curve[3])
+    assert last_doubling[1] / last_doubling[0] == pytest.approx((slope[1] / metric[1]) / difference, rel=1e-6)
     with pytest.raises(ValueError, match="'delta_m_local' weights the refit's floored curves: it needs refit_floor"):
         tiny_taba_config(rounds=2, objective="delta_m_local")
 

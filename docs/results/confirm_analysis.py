@@ -6,7 +6,8 @@ seeds ran): paired Delta_m differences with 95 % t-intervals over the fresh seed
 confirm_*) and over all seeds (with docs/results/full_*); the mean over cells per seed; the oracle's
 held-out pick at geometry 4000; and each task's term of the paired difference, for `weak` (against
 equal_budget) and for geometry 4000 (against the oracle's pick), with what a label of each task is worth
-per unit of money there under no_transfer's fitted model and on the measured learning curves.
+per unit of money there under no_transfer's fitted model and on the measured learning curves; and
+the delta_m_local variant against no_transfer and the heuristic, cell by cell and on the mean over cells.
 """
 import collections
 import json
@@ -21,6 +22,7 @@ from taba_jax.tasks import delta_m_terms
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 NO_TRANSFER = "taba:explore_floor_refit_floor_no_transfer"
+LOCAL = NO_TRANSFER + "_delta_m_local"  # no_transfer with objective="delta_m_local", fresh seeds only
 ORACLE_PICK = "shares:2/2/1/1:disjoint"  # the oracle grid's best point at geometry 4000 on seeds 0-2
 BUDGETS = {"tag": (1000, 3000, 8000), "weak": (1000, 3000, 8000), "geometry": (1500, 4000, 10000)}
 PRE_REGISTERED = {("geometry", 4000): "equal_count_disjoint", ("geometry", 10000): "equal_count_disjoint"}
@@ -85,6 +87,8 @@ def main():
           + ", ".join(f"{k} {interval(v)}" for k, v in gain.items())
           + f"; no_transfer's fraction of the pick's gain {np.mean(gain[NO_TRANSFER]) / np.mean(gain[ORACLE_PICK]):.0%}")
 
+    local_cells(fresh, cells)
+
     print("\nmean labels per task, fresh seeds (no_transfer / heuristic):")
     for setting, budget in cells:
         runs = by_seed(fresh[setting], budget, (NO_TRANSFER, heuristic(setting, budget))).values()
@@ -118,6 +122,38 @@ def main():
     print("- measured instead (docs/recipes' learning curves, every task labeled on the same N images, mean of 3 "
           "seeds): Delta_m points per unit of money between the measured counts around the pick's, relative to "
           "edge's: " + measured_marginal_values(pick, costs))
+
+
+def local_cells(fresh, cells):
+    """delta_m_local's paired differences against no_transfer and the pre-registered heuristic per cell,
+    its labels, and the mean over the cells on the seeds every cell ran."""
+    print(f"\n| setting | budget | {LOCAL.removeprefix('taba:')} Δm | − no_transfer | − heuristic | labels (no_transfer) |")
+    print("|---|---:|---:|---:|---:|---|")
+    per_cell = {}
+    for setting, budget in cells:
+        other = heuristic(setting, budget)
+        runs = by_seed(fresh[setting], budget, (LOCAL, NO_TRANSFER, other))
+        if not runs:
+            continue
+        per_cell[setting, budget] = {seed: (r[LOCAL].delta_m - r[NO_TRANSFER].delta_m, r[LOCAL].delta_m - r[other].delta_m)
+                                     for seed, r in runs.items()}
+        mine = [r[LOCAL].delta_m for r in runs.values()]
+        labels = ", ".join(f"{t} {np.mean([r[LOCAL].labels[t] for r in runs.values()]):.0f} "
+                           f"({np.mean([r[NO_TRANSFER].labels[t] for r in runs.values()]):.0f})"
+                           for t in next(iter(runs.values()))[LOCAL].labels)
+        print(f"| {setting} | {budget} | {np.mean(mine):.2f} ± {np.std(mine, ddof=1) if len(mine) > 1 else 0:.2f} "
+              f"| {interval([d[0] for d in per_cell[setting, budget].values()])} "
+              f"| {interval([d[1] for d in per_cell[setting, budget].values()])} | {labels} ({len(runs)} seeds) |")
+    if len(per_cell) > 1:
+        seeds = sorted(set.intersection(*(set(d) for d in per_cell.values())))
+        for index, against in enumerate(("no_transfer", "the heuristic")):
+            print(f"\nmean over the {len(per_cell)} cells, {LOCAL.removeprefix('taba:')} − {against}, seeds {seeds}: "
+                  + interval([np.mean([d[seed][index] for d in per_cell.values()]) for seed in seeds]))
+    runs = by_seed(fresh["geometry"], 4000, ("equal_budget", LOCAL, ORACLE_PICK))
+    if runs:
+        gains = {k: np.mean([r[k].delta_m - r["equal_budget"].delta_m for r in runs.values()]) for k in (LOCAL, ORACLE_PICK)}
+        print(f"\ngeometry 4000, seeds {sorted(runs)}: {LOCAL.removeprefix('taba:')}'s fraction of the pick's gain over "
+              f"equal_budget {gains[LOCAL] / gains[ORACLE_PICK]:.0%}")
 
 
 def measured_marginal_values(counts, costs):
