@@ -604,9 +604,10 @@ def local_delta_m_weights(points: CurvePoints, information: InformationModel, hi
                           default, local_points: int | None = None) -> np.ndarray:
     """Per task, the weight that scales `information`'s curve to the Delta_m its primary metric measured
     over the task's `local_points` largest own points of `points` (None: all of them;
-    `objective="delta_m_local"`): the least-squares slope of `E_k / M` against the curve's value at
-    each point, with M the metric at the largest point (1 - E for a score), never below 0. One weighted
-    unit of curve then buys one Delta_m point where it was measured, not extrapolated to a reference.
+    `objective="delta_m_local"`): minus the least-squares slope of `E_k / M` against the curve's value
+    (the relative loss reduction, rising with labels) at each point, with M the metric at the largest
+    point (1 - E for a score), never below 0. One weighted unit of curve then buys one Delta_m point
+    where it was measured, not extrapolated to a reference.
     Tasks with fewer than two distinct own points keep `default`."""
     weights = np.array(default, np.float64)
     curve = np.asarray(curve_values(information, points.information), np.float64)  # (K, T)
@@ -619,7 +620,7 @@ def local_delta_m_weights(points: CurvePoints, information: InformationModel, hi
         x = curve[own, t] - curve[own, t].mean()
         y = points.errors[own, t] / max(metric, 1e-6)
         spread = float(x @ x)
-        weights[t] = max(float(x @ y) / spread, 0.0) if spread > 0 else 0.0
+        weights[t] = max(-float(x @ y) / spread, 0.0) if spread > 0 else 0.0
     return weights
 
 

@@ -294,7 +294,8 @@ def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measu
 
     _, curve = refit(np.full((4, 3), 0.3))  # the curve is fitted on the losses: errors leave it alone
     slope = np.array([0.5, 0.2, -0.1])  # 1 - mIoU, an absolute error, 1 - F1 (rising: got worse)
-    errors = 0.05 + slope * (curve - curve[-1])[:, None]
+    errors = 0.05 + slope * (curve[-1] - curve)[:, None]  # the curve (loss reduction) rises with labels
+    assert (np.diff(errors[:, :2], axis=0) < 0).all() and (np.diff(errors[:, 2]) > 0).all()
     metric = np.array([1 - errors[-1, 0], errors[-1, 1]])
     weights, _ = refit(errors)
     assert weights[2] == 0.0 and weights.mean() == pytest.approx(1.0)
@@ -303,10 +304,10 @@ def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measu
     noisy = errors.copy()
     noisy[2, 0] += 0.02  # one measurement off the line
     noisy_weights, _ = refit(noisy)
-    line = np.polyfit(curve, noisy[:, 0] / metric[0], 1)[0]
+    line = -np.polyfit(curve, noisy[:, 0] / metric[0], 1)[0]
     assert noisy_weights[1] / noisy_weights[0] == pytest.approx((slope[1] / metric[1]) / line, rel=1e-6)
     last_doubling, _ = refit(noisy, local_points=2)  # through the two largest points only
-    difference = (noisy[2, 0] - noisy[3, 0]) / metric[0] / (curve[2] - curve[3])
+    difference = (noisy[2, 0] - noisy[3, 0]) / metric[0] / (curve[3] - curve[2])
     assert last_doubling[1] / last_doubling[0] == pytest.approx((slope[1] / metric[1]) / difference, rel=1e-6)
     with pytest.raises(ValueError, match="'delta_m_local' weights the refit's floored curves: it needs refit_floor"):
         tiny_taba_config(rounds=2, objective="delta_m_local")

@@ -7,7 +7,7 @@ confirm_*) and over all seeds (with docs/results/full_*); the mean over cells pe
 held-out pick at geometry 4000; and each task's term of the paired difference, for `weak` (against
 equal_budget) and for geometry 4000 (against the oracle's pick), with what a label of each task is worth
 per unit of money there under no_transfer's fitted model and on the measured learning curves; and
-the delta_m_local variant against no_transfer and the heuristic, cell by cell and on the mean over cells.
+the delta_m_local variants against no_transfer and the heuristic, cell by cell and on the mean over cells.
 """
 import collections
 import json
@@ -22,7 +22,8 @@ from taba_jax.tasks import delta_m_terms
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 NO_TRANSFER = "taba:explore_floor_refit_floor_no_transfer"
-LOCAL = NO_TRANSFER + "_delta_m_local"  # no_transfer with objective="delta_m_local", fresh seeds only
+# no_transfer with objective="delta_m_local", its line through all refit points or the last doubling
+LOCAL_VARIANTS = (NO_TRANSFER + "_delta_m_local", NO_TRANSFER + "_delta_m_last_doubling")
 ORACLE_PICK = "shares:2/2/1/1:disjoint"  # the oracle grid's best point at geometry 4000 on seeds 0-2
 BUDGETS = {"tag": (1000, 3000, 8000), "weak": (1000, 3000, 8000), "geometry": (1500, 4000, 10000)}
 PRE_REGISTERED = {("geometry", 4000): "equal_count_disjoint", ("geometry", 10000): "equal_count_disjoint"}
@@ -87,7 +88,8 @@ def main():
           + ", ".join(f"{k} {interval(v)}" for k, v in gain.items())
           + f"; no_transfer's fraction of the pick's gain {np.mean(gain[NO_TRANSFER]) / np.mean(gain[ORACLE_PICK]):.0%}")
 
-    local_cells(fresh, cells)
+    for variant in LOCAL_VARIANTS:
+        local_cells(fresh, cells, variant)
 
     print("\nmean labels per task, fresh seeds (no_transfer / heuristic):")
     for setting, budget in cells:
@@ -124,36 +126,37 @@ def main():
           "edge's: " + measured_marginal_values(pick, costs))
 
 
-def local_cells(fresh, cells):
-    """delta_m_local's paired differences against no_transfer and the pre-registered heuristic per cell,
+def local_cells(fresh, cells, variant):
+    """`variant`'s paired differences against no_transfer and the pre-registered heuristic per cell,
     its labels, and the mean over the cells on the seeds every cell ran."""
-    print(f"\n| setting | budget | {LOCAL.removeprefix('taba:')} Δm | − no_transfer | − heuristic | labels (no_transfer) |")
+    name = variant.removeprefix("taba:")
+    print(f"\n| setting | budget | {name} Δm | − no_transfer | − heuristic | labels (no_transfer) |")
     print("|---|---:|---:|---:|---:|---|")
     per_cell = {}
     for setting, budget in cells:
         other = heuristic(setting, budget)
-        runs = by_seed(fresh[setting], budget, (LOCAL, NO_TRANSFER, other))
+        runs = by_seed(fresh[setting], budget, (variant, NO_TRANSFER, other))
         if not runs:
             continue
-        per_cell[setting, budget] = {seed: (r[LOCAL].delta_m - r[NO_TRANSFER].delta_m, r[LOCAL].delta_m - r[other].delta_m)
+        per_cell[setting, budget] = {seed: (r[variant].delta_m - r[NO_TRANSFER].delta_m, r[variant].delta_m - r[other].delta_m)
                                      for seed, r in runs.items()}
-        mine = [r[LOCAL].delta_m for r in runs.values()]
-        labels = ", ".join(f"{t} {np.mean([r[LOCAL].labels[t] for r in runs.values()]):.0f} "
+        mine = [r[variant].delta_m for r in runs.values()]
+        labels = ", ".join(f"{t} {np.mean([r[variant].labels[t] for r in runs.values()]):.0f} "
                            f"({np.mean([r[NO_TRANSFER].labels[t] for r in runs.values()]):.0f})"
-                           for t in next(iter(runs.values()))[LOCAL].labels)
+                           for t in next(iter(runs.values()))[variant].labels)
         print(f"| {setting} | {budget} | {np.mean(mine):.2f} ± {np.std(mine, ddof=1) if len(mine) > 1 else 0:.2f} "
               f"| {interval([d[0] for d in per_cell[setting, budget].values()])} "
               f"| {interval([d[1] for d in per_cell[setting, budget].values()])} | {labels} ({len(runs)} seeds) |")
     if len(per_cell) > 1:
         seeds = sorted(set.intersection(*(set(d) for d in per_cell.values())))
         for index, against in enumerate(("no_transfer", "the heuristic")):
-            print(f"\nmean over the {len(per_cell)} cells, {LOCAL.removeprefix('taba:')} − {against}, seeds {seeds}: "
+            print(f"\nmean over the {len(per_cell)} cells, {name} − {against}, seeds {seeds}: "
                   + interval([np.mean([d[seed][index] for d in per_cell.values()]) for seed in seeds]))
-    runs = by_seed(fresh["geometry"], 4000, ("equal_budget", LOCAL, ORACLE_PICK))
+    runs = by_seed(fresh["geometry"], 4000, ("equal_budget", variant, ORACLE_PICK))
     if runs:
-        gains = {k: np.mean([r[k].delta_m - r["equal_budget"].delta_m for r in runs.values()]) for k in (LOCAL, ORACLE_PICK)}
-        print(f"\ngeometry 4000, seeds {sorted(runs)}: {LOCAL.removeprefix('taba:')}'s fraction of the pick's gain over "
-              f"equal_budget {gains[LOCAL] / gains[ORACLE_PICK]:.0%}")
+        gains = {k: np.mean([r[k].delta_m - r["equal_budget"].delta_m for r in runs.values()]) for k in (variant, ORACLE_PICK)}
+        print(f"\ngeometry 4000, seeds {sorted(runs)}: {name}'s fraction of the pick's gain over "
+              f"equal_budget {gains[variant] / gains[ORACLE_PICK]:.0%}")
 
 
 def measured_marginal_values(counts, costs):
