@@ -59,8 +59,8 @@ ESTIMATE_FILE = "estimate.json"
 # TabaConfig fields that act only on measurements already taken (how the curves are fitted and what is
 # bought next): the measurement caches leave them out of their keys, so that variants differing only in
 # them share one pilot estimate and one round's curve points.
-FIT_FIELDS = ("curve_fit", "objective", "local_points", "gamma_range", "gamma_shrinkage", "weights", "flat_slope_floor",
-              "refit_floor", "rounds", "explore")
+FIT_FIELDS = ("curve_fit", "objective", "local_points", "gamma_range", "gamma_shrinkage", "weights",
+              "flat_slope_floor", "refit_floor", "rounds", "explore")
 # Fields that shape the information model built on the measurements: left out of the keys as well (a
 # round's U is recomputed from its subsets under the asking model).
 MODEL_FIELDS = ("curve", "kappa", "transfer_cap")
@@ -607,8 +607,8 @@ def local_delta_m_weights(points: CurvePoints, information: InformationModel, hi
     `objective="delta_m_local"`): minus the least-squares slope of `E_k / M` against the curve's value
     (the relative loss reduction, rising with labels) at each point, with M the metric at the largest
     point (1 - E for a score), never below 0. One weighted unit of curve then buys one Delta_m point
-    where it was measured, not extrapolated to a reference.
-    Tasks with fewer than two distinct own points keep `default`."""
+    where it was measured, not extrapolated to a reference. Tasks with fewer than two distinct own
+    points keep `default`."""
     weights = np.array(default, np.float64)
     curve = np.asarray(curve_values(information, points.information), np.float64)  # (K, T)
     for t, higher in enumerate(higher_is_better):
