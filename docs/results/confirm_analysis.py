@@ -47,11 +47,21 @@ def by_seed(records, budget, strategies):
     return {seed: runs for seed, runs in sorted(table.items()) if len(runs) == len(strategies)}
 
 
-def differences(records, setting, budget):
-    """seed -> Delta_m(no_transfer) - Delta_m(pre-registered heuristic)."""
-    other = heuristic(setting, budget)
-    return {seed: runs[NO_TRANSFER].delta_m - runs[other].delta_m
-            for seed, runs in by_seed(records, budget, (NO_TRANSFER, other)).items()}
+def spread(values):
+    """Mean ± standard deviation over seeds."""
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2f}"
+
+
+def differences(records, budget, strategy, other):
+    """seed -> Delta_m(strategy) - Delta_m(other), on the seeds where both ran at `budget`."""
+    return {seed: runs[strategy].delta_m - runs[other].delta_m
+            for seed, runs in by_seed(records, budget, (strategy, other)).items()}
+
+
+def gains_over_equal_budget(records, budget, strategies):
+    """seed list, and strategy -> its Delta_m gains over equal_budget on the seeds where all ran."""
+    runs = by_seed(records, budget, ("equal_budget", *strategies))
+    return sorted(runs), {k: [r[k].delta_m - r["equal_budget"].delta_m for r in runs.values()] for k in strategies}
 
 
 def load(kind, setting):
@@ -62,16 +72,16 @@ def main():
     fresh = {s: load("confirm", s) for s in BUDGETS}
     pooled = {s: fresh[s] + load("full", s) for s in BUDGETS}
     cells = [(s, b) for s, budgets in BUDGETS.items() for b in budgets]
-    fresh_diffs = {c: differences(fresh[c[0]], *c) for c in cells}
-    pooled_diffs = {c: differences(pooled[c[0]], *c) for c in cells}
+    fresh_diffs = {(s, b): differences(fresh[s], b, NO_TRANSFER, heuristic(s, b)) for s, b in cells}
+    pooled_diffs = {(s, b): differences(pooled[s], b, NO_TRANSFER, heuristic(s, b)) for s, b in cells}
     print("| setting | budget | heuristic | its Δm | no_transfer Δm | difference, fresh seeds | same, all seeds |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for setting, budget in cells:
         runs = by_seed(fresh[setting], budget, (NO_TRANSFER, heuristic(setting, budget)))
         mine = [r[NO_TRANSFER].delta_m for r in runs.values()]
         theirs = [r[heuristic(setting, budget)].delta_m for r in runs.values()]
-        print(f"| {setting} | {budget} | {heuristic(setting, budget)} | {np.mean(theirs):.2f} ± {np.std(theirs, ddof=1):.2f} "
-              f"| {np.mean(mine):.2f} ± {np.std(mine, ddof=1):.2f} | {interval(list(fresh_diffs[setting, budget].values()))} "
+        print(f"| {setting} | {budget} | {heuristic(setting, budget)} | {spread(theirs)} "
+              f"| {spread(mine)} | {interval(list(fresh_diffs[setting, budget].values()))} "
               f"| {interval(list(pooled_diffs[setting, budget].values()))} |")
     for name, chosen in (("all nine cells", cells), ("tag and geometry", [c for c in cells if c[0] != "weak"])):
         line = []
@@ -81,10 +91,8 @@ def main():
                         f"{interval([np.mean([diffs[c][seed] for c in chosen]) for seed in seeds])}")
         print(f"\nmean over {name}: " + "; ".join(line))
 
-    runs = by_seed(fresh["geometry"], 4000, ("equal_budget", "equal_count_disjoint", NO_TRANSFER, ORACLE_PICK))
-    gain = {k: [r[k].delta_m - r["equal_budget"].delta_m for r in runs.values()]
-            for k in (ORACLE_PICK, NO_TRANSFER, "equal_count_disjoint")}
-    print(f"\ngeometry 4000, over equal_budget on fresh seeds {sorted(runs)}: "
+    seeds, gain = gains_over_equal_budget(fresh["geometry"], 4000, (ORACLE_PICK, NO_TRANSFER, "equal_count_disjoint"))
+    print(f"\ngeometry 4000, over equal_budget on fresh seeds {seeds}: "
           + ", ".join(f"{k} {interval(v)}" for k, v in gain.items())
           + f"; no_transfer's fraction of the pick's gain {np.mean(gain[NO_TRANSFER]) / np.mean(gain[ORACLE_PICK]):.0%}")
 
@@ -132,31 +140,28 @@ def local_cells(fresh, cells, variant):
     name = variant.removeprefix("taba:")
     print(f"\n| setting | budget | {name} Δm | − no_transfer | − heuristic | labels (no_transfer) |")
     print("|---|---:|---:|---:|---:|---|")
-    per_cell = {}
+    per_cell = {}  # cell -> (seed -> variant - no_transfer, seed -> variant - heuristic)
     for setting, budget in cells:
-        other = heuristic(setting, budget)
-        runs = by_seed(fresh[setting], budget, (variant, NO_TRANSFER, other))
+        runs = by_seed(fresh[setting], budget, (variant, NO_TRANSFER, heuristic(setting, budget)))
         if not runs:
             continue
-        per_cell[setting, budget] = {seed: (r[variant].delta_m - r[NO_TRANSFER].delta_m, r[variant].delta_m - r[other].delta_m)
-                                     for seed, r in runs.items()}
-        mine = [r[variant].delta_m for r in runs.values()]
+        per_cell[setting, budget] = tuple(differences(fresh[setting], budget, variant, other)
+                                          for other in (NO_TRANSFER, heuristic(setting, budget)))
         labels = ", ".join(f"{t} {np.mean([r[variant].labels[t] for r in runs.values()]):.0f} "
                            f"({np.mean([r[NO_TRANSFER].labels[t] for r in runs.values()]):.0f})"
                            for t in next(iter(runs.values()))[variant].labels)
-        print(f"| {setting} | {budget} | {np.mean(mine):.2f} ± {np.std(mine, ddof=1) if len(mine) > 1 else 0:.2f} "
-              f"| {interval([d[0] for d in per_cell[setting, budget].values()])} "
-              f"| {interval([d[1] for d in per_cell[setting, budget].values()])} | {labels} ({len(runs)} seeds) |")
+        print(f"| {setting} | {budget} | {spread([r[variant].delta_m for r in runs.values()])} "
+              + "".join(f"| {interval(list(d.values()))} " for d in per_cell[setting, budget])
+              + f"| {labels} ({len(runs)} seeds) |")
     if len(per_cell) > 1:
-        seeds = sorted(set.intersection(*(set(d) for d in per_cell.values())))
         for index, against in enumerate(("no_transfer", "the heuristic")):
+            seeds = sorted(set.intersection(*(set(d[index]) for d in per_cell.values())))
             print(f"\nmean over the {len(per_cell)} cells, {name} − {against}, seeds {seeds}: "
-                  + interval([np.mean([d[seed][index] for d in per_cell.values()]) for seed in seeds]))
-    runs = by_seed(fresh["geometry"], 4000, ("equal_budget", variant, ORACLE_PICK))
-    if runs:
-        gains = {k: np.mean([r[k].delta_m - r["equal_budget"].delta_m for r in runs.values()]) for k in (variant, ORACLE_PICK)}
-        print(f"\ngeometry 4000, seeds {sorted(runs)}: {name}'s fraction of the pick's gain over "
-              f"equal_budget {gains[variant] / gains[ORACLE_PICK]:.0%}")
+                  + interval([np.mean([d[index][seed] for d in per_cell.values()]) for seed in seeds]))
+    seeds, gain = gains_over_equal_budget(fresh["geometry"], 4000, (variant, ORACLE_PICK))
+    if seeds:
+        print(f"\ngeometry 4000, seeds {seeds}: {name}'s fraction of the pick's gain over "
+              f"equal_budget {np.mean(gain[variant]) / np.mean(gain[ORACLE_PICK]):.0%}")
 
 
 def measured_marginal_values(counts, costs):
