@@ -82,6 +82,11 @@ TABA_VARIANTS = {
     "explore_floor_refit_floor_no_transfer_delta_m_last_doubling": {
         "rounds": 2, "explore": "equal_budget", "flat_slope_floor": True, "refit_floor": True,
         "transfer_cap": 0.0, "objective": "delta_m_local", "local_points": 2},
+    # half the last doubling's calibrated weight, half no_transfer's reducible share: a task whose
+    # metric has not moved over the last doubling keeps half its share instead of nothing
+    "explore_floor_refit_floor_no_transfer_delta_m_half_local": {
+        "rounds": 2, "explore": "equal_budget", "flat_slope_floor": True, "refit_floor": True,
+        "transfer_cap": 0.0, "objective": "delta_m_local", "local_points": 2, "local_mix": 0.5},
     "explore_floor_refit_floor_cap_half": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
                                            "refit_floor": True, "transfer_cap": 0.5},
 }

@@ -351,6 +351,11 @@ class TabaConfig:
     # With objective "delta_m_local": the line goes through each task's this many largest own refit
     # points (2: the last doubling alone, local but one noisy difference), None: through all of them.
     local_points: int | None = None
+    # With objective "delta_m_local": each task's weight is this share of its calibrated weight plus the
+    # rest of its floored curve's reducible share (objective "relative"), both scaled to mean 1 over the
+    # tasks, so that a task whose metric has not moved yet over the refit's points (it learns late) keeps
+    # part of its weight instead of none (1: the calibrated weight alone).
+    local_mix: float = 1.0
     # With rounds >= 2: a heuristic (equal_budget, ...) that spends the first round after the pilot in
     # place of the greedy, so that the refit sees every task beyond the pilot's few labels before the
     # greedy spends the rest (None: every round is the greedy's).
@@ -402,6 +407,9 @@ class TabaConfig:
         require(self.local_points is None or (self.objective == "delta_m_local" and self.local_points >= 2),
                 "local_points", f"counts the points of objective 'delta_m_local''s line: it must be None or >= 2 "
                 f"with that objective, got {self.local_points!r} with objective={self.objective!r}")
+        require(0 <= self.local_mix <= 1 and (self.local_mix == 1 or self.objective == "delta_m_local"), "local_mix",
+                f"mixes objective 'delta_m_local''s weights: it must be in [0, 1], and below 1 only with that "
+                f"objective, got {self.local_mix!r} with objective={self.objective!r}")
         require(not self.refit_floor or self.rounds >= 2, "refit_floor",
                 f"fits the curves of later rounds: it needs rounds >= 2, got rounds={self.rounds!r}")
         require(not self.refit_floor or self.weights is None, "refit_floor",

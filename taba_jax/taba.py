@@ -59,7 +59,7 @@ ESTIMATE_FILE = "estimate.json"
 # TabaConfig fields that act only on measurements already taken (how the curves are fitted and what is
 # bought next): the measurement caches leave them out of their keys, so that variants differing only in
 # them share one pilot estimate and one round's curve points.
-FIT_FIELDS = ("curve_fit", "objective", "local_points", "gamma_range", "gamma_shrinkage", "weights",
+FIT_FIELDS = ("curve_fit", "objective", "local_points", "local_mix", "gamma_range", "gamma_shrinkage", "weights",
               "flat_slope_floor", "refit_floor", "rounds", "explore")
 # Fields that shape the information model built on the measurements: left out of the keys as well (a
 # round's U is recomputed from its subsets under the asking model).
@@ -588,8 +588,10 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
                     scale * kappa[t] ** -gamma[t], floor + scale * float(pool_size) ** -gamma[t], higher_is_better[t],
                     None if error_map is None else tuple(m[t] for m in error_map))
         if config.objective == "delta_m_local":
-            weights = local_delta_m_weights(points, refitted.replace(gamma=gamma), higher_is_better, weights,
-                                            config.local_points)
+            local = local_delta_m_weights(points, refitted.replace(gamma=gamma), higher_is_better, weights,
+                                          config.local_points)
+            weights = (local if config.local_mix == 1 else
+                       config.local_mix * _mean_one(local) + (1.0 - config.local_mix) * _mean_one(weights))
         if weights.sum() <= 0:
             weights = np.ones_like(weights)
         elif config.objective != "relative":
@@ -598,6 +600,12 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
     elif config.objective == "delta_m":
         refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks, error_map)
     return refitted, np.asarray(intercept, np.float64)
+
+
+def _mean_one(weights: np.ndarray) -> np.ndarray:
+    """`weights` scaled to mean 1 (all 0 stay 0): the greedy reads only their ratios."""
+    mean = float(np.mean(weights))
+    return weights / mean if mean > 0 else weights
 
 
 def local_delta_m_weights(points: CurvePoints, information: InformationModel, higher_is_better,

@@ -88,6 +88,8 @@ def parse_train_job(**overrides):
     ("taba__objective", "mean", "config.taba.objective: must be one of ('relative', 'delta_m', 'delta_m_local'), got 'mean'"),
     ("taba__local_points", 2, "config.taba.local_points: counts the points of objective 'delta_m_local''s line: it "
                               "must be None or >= 2 with that objective, got 2 with objective='relative'"),
+    ("taba__local_mix", 0.5, "config.taba.local_mix: mixes objective 'delta_m_local''s weights: it must be in "
+                             "[0, 1], and below 1 only with that objective, got 0.5 with objective='relative'"),
     ("taba__explore", "taba", "config.taba.explore: must be one of ('equal_budget', 'equal_count_disjoint', "
                               "'equal_count_shared', 'random_pairs') or None, got 'taba'"),
     ("taba__explore", "equal_budget", "config.taba.explore: spends the first of several rounds: it needs rounds >= 2, "

@@ -280,14 +280,16 @@ def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measu
     """Three tasks with the same loss curve: a metric error linear in the curve gets the weight that
     makes one unit of curve one Delta_m point (its slope over the metric at the largest subset), so the
     weights stand in exactly that ratio; a noisy point moves the weight by the least-squares line through
-    all points, or through the last doubling alone with local_points=2; a metric that got worse gives 0."""
+    all points, or through the last doubling alone with local_points=2; a metric that got worse gives 0,
+    or, with local_mix, that share of its weight plus the rest of its floored curve's reducible share."""
     information = np.array([[25.0] * 3, [50.0] * 3, [100.0] * 3, [200.0] * 3])
     losses = np.stack([0.1 + 2.0 * information[:, 0] ** -0.5] * 3, axis=1)
     tasks = [types.SimpleNamespace(higher_is_better=h) for h in (True, False, True)]
     model = taba.information_model(tiny_taba_config(), 3, np.eye(3), [0.3] * 3, default_kappa=16.0)
 
-    def refit(errors, local_points=None):
-        config = tiny_taba_config(rounds=2, refit_floor=True, objective="delta_m_local", local_points=local_points)
+    def refit(errors, local_points=None, **fields):
+        config = tiny_taba_config(rounds=2, refit_floor=True, local_points=local_points,
+                                  **{"objective": "delta_m_local", **fields})
         points = taba.CurvePoints(information, information, losses, errors)
         refitted, _ = taba.refit_information(model, np.zeros(3), points, config, tasks, pool_size=1000)
         return np.asarray(refitted.weights), np.asarray(taba.curve_values(refitted, information))[:, 0]
@@ -309,6 +311,12 @@ def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measu
     last_doubling, _ = refit(noisy, local_points=2)  # through the two largest points only
     difference = (noisy[2, 0] - noisy[3, 0]) / metric[0] / (curve[3] - curve[2])
     assert last_doubling[1] / last_doubling[0] == pytest.approx((slope[1] / metric[1]) / difference, rel=1e-6)
+
+    shares, _ = refit(errors, objective="relative")  # each floored curve's reducible share
+    assert (shares > 0).all()
+    mixed, _ = refit(errors, local_mix=0.5)
+    np.testing.assert_allclose(mixed, 0.5 * weights + 0.5 * shares / shares.mean(), rtol=1e-6)
+    assert mixed[2] > 0  # a metric that has not improved keeps half its share
     with pytest.raises(ValueError, match="'delta_m_local' weights the refit's floored curves: it needs refit_floor"):
         tiny_taba_config(rounds=2, objective="delta_m_local")
 
