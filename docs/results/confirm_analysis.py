@@ -22,8 +22,10 @@ from taba_jax.tasks import delta_m_terms
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 NO_TRANSFER = "taba:explore_floor_refit_floor_no_transfer"
-# no_transfer with objective="delta_m_local", its line through all refit points or the last doubling
-LOCAL_VARIANTS = (NO_TRANSFER + "_delta_m_local", NO_TRANSFER + "_delta_m_last_doubling")
+# no_transfer with objective="delta_m_local": its line through all refit points, the last doubling, and
+# the last doubling mixed half and half with no_transfer's own weights
+LOCAL_VARIANTS = tuple(NO_TRANSFER + suffix for suffix in ("_delta_m_local", "_delta_m_last_doubling",
+                                                          "_delta_m_half_local"))
 ORACLE_PICK = "shares:2/2/1/1:disjoint"  # the oracle grid's best point at geometry 4000 on seeds 0-2
 BUDGETS = {"tag": (1000, 3000, 8000), "weak": (1000, 3000, 8000), "geometry": (1500, 4000, 10000)}
 PRE_REGISTERED = {("geometry", 4000): "equal_count_disjoint", ("geometry", 10000): "equal_count_disjoint"}
