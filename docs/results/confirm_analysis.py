@@ -28,6 +28,8 @@ LOCAL_VARIANTS = tuple(NO_TRANSFER + suffix for suffix in ("_delta_m_local", "_d
                                                           "_delta_m_half_local"))
 ORACLE_PICK = "shares:2/2/1/1:disjoint"  # the oracle grid's best point at geometry 4000 on seeds 0-2
 BUDGETS = {"tag": (1000, 3000, 8000), "weak": (1000, 3000, 8000), "geometry": (1500, 4000, 10000)}
+# the variants' tables are on the seeds every cell ran; geometry 4000 and 10000 ran later seeds too
+VARIANT_SEEDS = tuple(range(10, 16))
 PRE_REGISTERED = {("geometry", 4000): "equal_count_disjoint", ("geometry", 10000): "equal_count_disjoint"}
 
 
@@ -137,17 +139,19 @@ def main():
 
 
 def local_cells(fresh, cells, variant):
-    """`variant`'s paired differences against no_transfer and the pre-registered heuristic per cell,
-    its labels, and the mean over the cells on the seeds every cell ran."""
+    """`variant`'s paired differences against no_transfer and the pre-registered heuristic per cell on
+    VARIANT_SEEDS, its labels, and the mean over the cells; then at geometry 4000 and 10000 on every
+    fresh seed, with its fraction of the oracle pick's gain at 4000."""
     name = variant.removeprefix("taba:")
     print(f"\n| setting | budget | {name} Δm | − no_transfer | − heuristic | labels (no_transfer) |")
     print("|---|---:|---:|---:|---:|---|")
+    table_runs = {s: [r for r in records if r.seed in VARIANT_SEEDS] for s, records in fresh.items()}
     per_cell = {}  # cell -> (seed -> variant - no_transfer, seed -> variant - heuristic)
     for setting, budget in cells:
-        runs = by_seed(fresh[setting], budget, (variant, NO_TRANSFER, heuristic(setting, budget)))
+        runs = by_seed(table_runs[setting], budget, (variant, NO_TRANSFER, heuristic(setting, budget)))
         if not runs:
             continue
-        per_cell[setting, budget] = tuple(differences(fresh[setting], budget, variant, other)
+        per_cell[setting, budget] = tuple(differences(table_runs[setting], budget, variant, other)
                                           for other in (NO_TRANSFER, heuristic(setting, budget)))
         labels = ", ".join(f"{t} {np.mean([r[variant].labels[t] for r in runs.values()]):.0f} "
                            f"({np.mean([r[NO_TRANSFER].labels[t] for r in runs.values()]):.0f})"
@@ -160,6 +164,14 @@ def local_cells(fresh, cells, variant):
             seeds = sorted(set.intersection(*(set(d[index]) for d in per_cell.values())))
             print(f"\nmean over the {len(per_cell)} cells, {name} − {against}, seeds {seeds}: "
                   + interval([np.mean([d[index][seed] for d in per_cell.values()]) for seed in seeds]))
+    for budget in BUDGETS["geometry"][1:]:
+        against = {other: differences(fresh["geometry"], budget, variant, other)
+                   for other in (NO_TRANSFER, heuristic("geometry", budget))}
+        seeds = sorted(set.intersection(*(set(d) for d in against.values())))
+        if len(seeds) > len(VARIANT_SEEDS):
+            print(f"\ngeometry {budget}, seeds {seeds}: " + ", ".join(
+                f"{name} − {other.removeprefix('taba:explore_floor_refit_floor_')} {interval(list(d.values()))}"
+                for other, d in against.items()))
     seeds, gain = gains_over_equal_budget(fresh["geometry"], 4000, (variant, ORACLE_PICK))
     if seeds:
         print(f"\ngeometry 4000, seeds {seeds}: {name}'s fraction of the pick's gain over "
