@@ -287,7 +287,7 @@ def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measu
     tasks = [types.SimpleNamespace(higher_is_better=h) for h in (True, False, True)]
     model = taba.information_model(tiny_taba_config(), 3, np.eye(3), [0.3] * 3, default_kappa=16.0)
 
-    def refit(errors, local_points=None, **fields):
+    def refit(errors, local_points=None, losses=losses, **fields):
         config = tiny_taba_config(rounds=2, refit_floor=True, local_points=local_points,
                                   **{"objective": "delta_m_local", **fields})
         points = taba.CurvePoints(information, information, losses, errors)
@@ -312,11 +312,13 @@ def test_local_delta_m_scales_each_floored_curve_to_the_delta_m_its_metric_measu
     difference = (noisy[2, 0] - noisy[3, 0]) / metric[0] / (curve[3] - curve[2])
     assert last_doubling[1] / last_doubling[0] == pytest.approx((slope[1] / metric[1]) / difference, rel=1e-6)
 
-    shares, _ = refit(errors, objective="relative")  # each floored curve's reducible share
-    assert (shares > 0).all()
-    mixed, _ = refit(errors, local_mix=0.5)
-    np.testing.assert_allclose(mixed, 0.5 * weights + 0.5 * shares / shares.mean(), rtol=1e-6)
-    assert mixed[2] > 0  # a metric that has not improved keeps half its share
+    floors = 0.1 + 2.0 * information[:, :1] ** -0.5 + np.array([0.0, 0.5, 2.0])  # other floors, other shares
+    shares, _ = refit(errors, losses=floors, objective="relative")  # each floored curve's reducible share
+    assert shares[0] > 2 * shares[2] > 0
+    calibrated, _ = refit(errors, losses=floors)
+    mixed, _ = refit(errors, losses=floors, local_mix=0.5)
+    np.testing.assert_allclose(mixed, 0.5 * calibrated + 0.5 * shares / shares.mean(), rtol=1e-6)
+    assert calibrated[2] == 0.0 and mixed[2] > 0  # a metric that got worse keeps half its share
     with pytest.raises(ValueError, match="'delta_m_local' weights the refit's floored curves: it needs refit_floor"):
         tiny_taba_config(rounds=2, objective="delta_m_local")
 
