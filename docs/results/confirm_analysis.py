@@ -102,6 +102,7 @@ def main():
 
     for variant in LOCAL_VARIANTS:
         local_cells(fresh, cells, variant)
+    near_allocation_noise(fresh, cells)
 
     print("\nmean labels per task, fresh seeds (no_transfer / heuristic):")
     for setting, budget in cells:
@@ -164,18 +165,44 @@ def local_cells(fresh, cells, variant):
             seeds = sorted(set.intersection(*(set(d[index]) for d in per_cell.values())))
             print(f"\nmean over the {len(per_cell)} cells, {name} − {against}, seeds {seeds}: "
                   + interval([np.mean([d[index][seed] for d in per_cell.values()]) for seed in seeds]))
-    for budget in BUDGETS["geometry"][1:]:
-        against = {other: differences(fresh["geometry"], budget, variant, other)
-                   for other in (NO_TRANSFER, heuristic("geometry", budget))}
-        seeds = sorted(set.intersection(*(set(d) for d in against.values())))
-        if len(seeds) > len(VARIANT_SEEDS):
-            print(f"\ngeometry {budget}, seeds {seeds}: " + ", ".join(
+    for setting, budget in cells:  # seeds run after the variants were defined: alone, then with 10-15
+        later = [r for r in fresh[setting] if r.seed > max(VARIANT_SEEDS)]
+        if not differences(later, budget, variant, NO_TRANSFER):
+            continue
+        for label, records in (("later seeds", later), ("all fresh seeds", fresh[setting])):
+            against = {other: differences(records, budget, variant, other)
+                       for other in (NO_TRANSFER, heuristic(setting, budget))}
+            seeds = sorted(set.intersection(*(set(d) for d in against.values())))
+            print(f"\n{setting} {budget}, {label} {seeds}: " + ", ".join(
                 f"{name} − {other.removeprefix('taba:explore_floor_refit_floor_')} {interval(list(d.values()))}"
                 for other, d in against.items()))
     seeds, gain = gains_over_equal_budget(fresh["geometry"], 4000, (variant, ORACLE_PICK))
     if seeds:
         print(f"\ngeometry 4000, seeds {seeds}: {name}'s fraction of the pick's gain over "
               f"equal_budget {np.mean(gain[variant]) / np.mean(gain[ORACLE_PICK]):.0%}")
+
+
+def near_allocation_noise(fresh, cells, tolerance=0.03):
+    """The Delta_m difference between two TABA variants' runs at the same (budget, seed) whose
+    allocations moved a few labels (every task's count within `tolerance` of the other's, not all
+    equal): how far one run pair moves when the allocation barely does (identical counts on the same
+    seed may still label other images)."""
+    print(f"\nrun pairs of two TABA variants at one (budget, seed) whose label counts differ by at most "
+          f"{tolerance:.0%} per task (not all equal): |Delta_m difference|")
+    for setting, budget in cells:
+        groups = collections.defaultdict(list)
+        for r in fresh[setting]:
+            if float(r.budget) == budget and r.strategy.startswith("taba"):
+                groups[r.seed].append(r)
+        pairs = [(abs(a.delta_m - b.delta_m), sum(abs(a.labels[t] - b.labels[t]) for t in a.labels))
+                 for runs in groups.values() for i, a in enumerate(runs) for b in runs[i + 1:]
+                 if 0 < max(abs(a.labels[t] - b.labels[t]) / max(a.labels[t], b.labels[t], 1)
+                            for t in a.labels) <= tolerance]
+        if pairs:
+            gaps = np.array([gap for gap, _ in pairs])
+            print(f"- {setting} {budget}: {len(pairs)} pairs, labels moved (median) "
+                  f"{np.median([moved for _, moved in pairs]):.0f}, |difference| median {np.median(gaps):.2f}, "
+                  f"max {gaps.max():.2f}, root mean square {np.sqrt(np.mean(gaps ** 2)):.2f}")
 
 
 def measured_marginal_values(counts, costs):
