@@ -7,7 +7,9 @@ confirm_*) and over all seeds (with docs/results/full_*); the mean over cells pe
 held-out pick at geometry 4000; and each task's term of the paired difference, for `weak` (against
 equal_budget) and for geometry 4000 (against the oracle's pick), with what a label of each task is worth
 per unit of money there under no_transfer's fitted model and on the measured learning curves; and
-the delta_m_local variants against no_transfer and the heuristic, cell by cell and on the mean over cells.
+the delta_m_local variants against no_transfer and the heuristic, cell by cell, on the mean over cells
+and on the seeds run after they were defined; and the Delta_m spread between TABA runs whose
+allocations moved only a few labels.
 """
 import collections
 import json
