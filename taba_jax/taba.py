@@ -595,7 +595,7 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
         if weights.sum() <= 0:
             weights = np.ones_like(weights)
         elif config.objective != "relative":
-            weights = weights / weights.mean()  # as delta_m_weights
+            weights = _mean_one(weights)  # as delta_m_weights
         refitted = information.replace(gamma=gamma, weights=weights)
     elif config.objective == "delta_m":
         refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks, error_map)
