@@ -27,6 +27,13 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
 
 import jax  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests draw the same examples on every machine and run, so a CI result can be reproduced;
+# `HYPOTHESIS_PROFILE=explore pytest tests/budget` draws new random examples to hunt for bugs.
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="taba_jax_tests_xla_cache_")
