@@ -209,9 +209,10 @@ def delta_m_weights(gamma, intercept, kappa, pool_size: int, higher_is_better, e
     whole pool, `M_t(ref) = E_t(N)` for an error (lower is better) and `1 - E_t(N)` for a score in
     [0, 1] (at least 0.05). Delta_m's term of task t is `(E_t(U) - E_t(ref)) / M_t(ref)` up to sign, so
     `w_t = beta_t v_t(0) / M_t(ref)` makes `sum_t w_t g_t(U_t)` Delta_m up to a constant. Returned
-    normalised to mean 1."""
+    normalised to mean 1; equal weights when every task's is 0 (no metric the curves can move), as the
+    refit does."""
     weights = _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better, error_map)
-    return weights / weights.mean()
+    return _mean_one(weights) if weights.sum() > 0 else np.ones_like(weights)
 
 
 def metric_error_map(values, errors, rows=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -382,6 +382,10 @@ def test_delta_m_weights_by_hand():
     at_pool = 10.0 ** -0.01  # 0.977: a score of 0.023
     weights = taba.delta_m_weights([0.01, 0.01], [0.0, 0.0], [1.0, 1.0], 10, [True, False])
     np.testing.assert_allclose(weights / weights[1], [at_pool / 0.05, 1.0], rtol=1e-9)
+    # Losses that the metric does not follow (beta 0 for every task): equal weights, not 0/0.
+    flat = (np.array([0.3, 0.2]), np.zeros(2), np.array([0.3, 0.2]))
+    np.testing.assert_array_equal(taba.delta_m_weights([0.5, 0.5], [0.0, 0.0], [4.0, 4.0], 100, [False, True], flat),
+                                  [1.0, 1.0])
 
 
 def test_known_affinity_and_curves_skip_the_pilot(dataset, tmp_path, monkeypatch):
