@@ -168,7 +168,8 @@ def local_cells(fresh, cells, variant):
             seeds = sorted(set.intersection(*(set(d[index]) for d in per_cell.values())))
             print(f"\nmean over the {len(per_cell)} cells, {name} − {against}, seeds {seeds}: "
                   + interval([np.mean([d[index][seed] for d in per_cell.values()]) for seed in seeds]))
-    held_out = {}  # cell -> (seed -> variant - no_transfer, seed -> variant - heuristic), seeds after 10-15
+    # per seed set, cell -> (seed -> variant - no_transfer, seed -> variant - heuristic)
+    pooled = {"later seeds": {}, "all fresh seeds": {}}
     for setting, budget in cells:  # seeds run after the variants were defined: alone, then with 10-15
         later = [r for r in fresh[setting] if r.seed > max(VARIANT_SEEDS)]
         for label, records in (("later seeds", later), ("all fresh seeds", fresh[setting])):
@@ -177,16 +178,16 @@ def local_cells(fresh, cells, variant):
             seeds = sorted(set.intersection(*(set(d) for d in against.values())))
             if label == "later seeds" and not seeds:
                 break
-            if label == "later seeds":
-                held_out[setting, budget] = tuple(against.values())
+            pooled[label][setting, budget] = tuple(against.values())
             print(f"\n{setting} {budget}, {label} {seeds}: " + ", ".join(
                 f"{name} − {other.removeprefix('taba:explore_floor_refit_floor_')} {interval(list(d.values()))}"
                 for other, d in against.items()))
-    if len(held_out) == len(cells):  # every cell ran later seeds: the mean over cells on the common ones
-        for index, against in enumerate(("no_transfer", "the heuristic")):
-            seeds = sorted(set.intersection(*(set(d[index]) for d in held_out.values())))
-            print(f"\nmean over all {len(cells)} cells on later seeds {seeds}, {name} − {against}: "
-                  + interval([np.mean([d[index][seed] for d in held_out.values()]) for seed in seeds]))
+    if len(pooled["later seeds"]) == len(cells):  # every cell ran later seeds: the mean over the cells
+        for label, per_cell_diffs in pooled.items():
+            for index, against in enumerate(("no_transfer", "the heuristic")):
+                seeds = sorted(set.intersection(*(set(d[index]) for d in per_cell_diffs.values())))
+                print(f"\nmean over all {len(cells)} cells on {label} {seeds}, {name} − {against}: "
+                      + interval([np.mean([d[index][seed] for d in per_cell_diffs.values()]) for seed in seeds]))
     seeds, gain = gains_over_equal_budget(fresh["geometry"], 4000, (variant, ORACLE_PICK))
     if seeds:
         print(f"\ngeometry 4000, seeds {seeds}: {name}'s fraction of the pick's gain over "
