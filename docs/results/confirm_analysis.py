@@ -144,8 +144,9 @@ def main():
 def local_cells(fresh, cells, variant):
     """`variant`'s paired differences against no_transfer and the pre-registered heuristic per cell on
     VARIANT_SEEDS, its labels, and the mean over the cells; then, in each cell that ran seeds after
-    VARIANT_SEEDS, the same differences on those seeds and on all fresh seeds; and its fraction of the
-    oracle pick's gain at geometry 4000."""
+    VARIANT_SEEDS, the same differences on those seeds and on all fresh seeds, and once every cell has
+    such seeds, the mean over the cells on each of the two seed sets; and its fraction of the oracle
+    pick's gain at geometry 4000."""
     name = variant.removeprefix("taba:")
     print(f"\n| setting | budget | {name} Δm | − no_transfer | − heuristic | labels (no_transfer) |")
     print("|---|---:|---:|---:|---:|---|")
@@ -169,7 +170,7 @@ def local_cells(fresh, cells, variant):
             print(f"\nmean over the {len(per_cell)} cells, {name} − {against}, seeds {seeds}: "
                   + interval([np.mean([d[index][seed] for d in per_cell.values()]) for seed in seeds]))
     # per seed set, cell -> (seed -> variant - no_transfer, seed -> variant - heuristic)
-    pooled = {"later seeds": {}, "all fresh seeds": {}}
+    seed_sets = {"later seeds": {}, "all fresh seeds": {}}
     for setting, budget in cells:  # seeds run after the variants were defined: alone, then with 10-15
         later = [r for r in fresh[setting] if r.seed > max(VARIANT_SEEDS)]
         for label, records in (("later seeds", later), ("all fresh seeds", fresh[setting])):
@@ -178,12 +179,12 @@ def local_cells(fresh, cells, variant):
             seeds = sorted(set.intersection(*(set(d) for d in against.values())))
             if label == "later seeds" and not seeds:
                 break
-            pooled[label][setting, budget] = tuple(against.values())
+            seed_sets[label][setting, budget] = tuple(against.values())
             print(f"\n{setting} {budget}, {label} {seeds}: " + ", ".join(
                 f"{name} − {other.removeprefix('taba:explore_floor_refit_floor_')} {interval(list(d.values()))}"
                 for other, d in against.items()))
-    if len(pooled["later seeds"]) == len(cells):  # every cell ran later seeds: the mean over the cells
-        for label, per_cell_diffs in pooled.items():
+    if len(seed_sets["later seeds"]) == len(cells):  # every cell ran later seeds: the mean over the cells
+        for label, per_cell_diffs in seed_sets.items():
             for index, against in enumerate(("no_transfer", "the heuristic")):
                 seeds = sorted(set.intersection(*(set(d[index]) for d in per_cell_diffs.values())))
                 print(f"\nmean over all {len(cells)} cells on {label} {seeds}, {name} − {against}: "
