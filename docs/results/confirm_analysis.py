@@ -64,6 +64,12 @@ def differences(records, budget, strategy, other):
             for seed, runs in by_seed(records, budget, (strategy, other)).items()}
 
 
+def mean_over_cells(per_cell):
+    """The seeds every cell's `seed -> difference` dict has, and the interval of the mean over cells."""
+    seeds = sorted(set.intersection(*(set(d) for d in per_cell)))
+    return seeds, interval([np.mean([d[seed] for d in per_cell]) for seed in seeds])
+
+
 def gains_over_equal_budget(records, budget, strategies):
     """seed list, and strategy -> its Delta_m gains over equal_budget on the seeds where all ran."""
     runs = by_seed(records, budget, ("equal_budget", *strategies))
@@ -92,9 +98,8 @@ def main():
     for name, chosen in (("all nine cells", cells), ("tag and geometry", [c for c in cells if c[0] != "weak"])):
         line = []
         for label, diffs in (("fresh", fresh_diffs), ("all", pooled_diffs)):
-            seeds = sorted(set.intersection(*(set(diffs[c]) for c in chosen)))
-            line.append(f"{label} seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}): "
-                        f"{interval([np.mean([diffs[c][seed] for c in chosen]) for seed in seeds])}")
+            seeds, mean = mean_over_cells([diffs[c] for c in chosen])
+            line.append(f"{label} seeds {seeds[0]}-{seeds[-1]} ({len(seeds)}): {mean}")
         print(f"\nmean over {name}: " + "; ".join(line))
 
     seeds, gain = gains_over_equal_budget(fresh["geometry"], 4000, (ORACLE_PICK, NO_TRANSFER, "equal_count_disjoint"))
@@ -166,9 +171,8 @@ def local_cells(fresh, cells, variant):
               + f"| {labels} ({len(runs)} seeds) |")
     if len(per_cell) > 1:
         for index, against in enumerate(("no_transfer", "the heuristic")):
-            seeds = sorted(set.intersection(*(set(d[index]) for d in per_cell.values())))
-            print(f"\nmean over the {len(per_cell)} cells, {name} − {against}, seeds {seeds}: "
-                  + interval([np.mean([d[index][seed] for d in per_cell.values()]) for seed in seeds]))
+            seeds, mean = mean_over_cells([d[index] for d in per_cell.values()])
+            print(f"\nmean over the {len(per_cell)} cells, {name} − {against}, seeds {seeds}: {mean}")
     # per seed set, cell -> (seed -> variant - no_transfer, seed -> variant - heuristic)
     seed_sets = {"later seeds": {}, "all fresh seeds": {}}
     for setting, budget in cells:  # seeds run after the variants were defined: alone, then with 10-15
@@ -186,9 +190,8 @@ def local_cells(fresh, cells, variant):
     if len(seed_sets["later seeds"]) == len(cells):  # every cell ran later seeds: the mean over the cells
         for label, per_cell_diffs in seed_sets.items():
             for index, against in enumerate(("no_transfer", "the heuristic")):
-                seeds = sorted(set.intersection(*(set(d[index]) for d in per_cell_diffs.values())))
-                print(f"\nmean over all {len(cells)} cells on {label} {seeds}, {name} − {against}: "
-                      + interval([np.mean([d[index][seed] for d in per_cell_diffs.values()]) for seed in seeds]))
+                seeds, mean = mean_over_cells([d[index] for d in per_cell_diffs.values()])
+                print(f"\nmean over all {len(cells)} cells on {label} {seeds}, {name} − {against}: {mean}")
     seeds, gain = gains_over_equal_budget(fresh["geometry"], 4000, (variant, ORACLE_PICK))
     if seeds:
         print(f"\ngeometry 4000, seeds {seeds}: {name}'s fraction of the pick's gain over "
