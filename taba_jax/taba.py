@@ -212,7 +212,7 @@ def delta_m_weights(gamma, intercept, kappa, pool_size: int, higher_is_better, e
     normalised to mean 1; equal weights when every task's is 0 (no metric the curves can move), as the
     refit does."""
     weights = _power_law_sensitivity(gamma, intercept, kappa, pool_size, higher_is_better, error_map)
-    return _mean_one(weights) if weights.sum() > 0 else np.ones_like(weights)
+    return _objective_weights(weights)
 
 
 def metric_error_map(values, errors, rows=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -593,10 +593,8 @@ def refit_information(information: InformationModel, intercept, points: CurvePoi
                                           config.local_points)
             weights = (local if config.local_mix == 1 else
                        config.local_mix * _mean_one(local) + (1.0 - config.local_mix) * _mean_one(weights))
-        if weights.sum() <= 0:
-            weights = np.ones_like(weights)
-        elif config.objective != "relative":
-            weights = _mean_one(weights)  # as delta_m_weights
+        if weights.sum() <= 0 or config.objective != "relative":
+            weights = _objective_weights(weights)  # as delta_m_weights
         refitted = information.replace(gamma=gamma, weights=weights)
     elif config.objective == "delta_m":
         refitted = _with_delta_m_weights(refitted, intercept, pool_size, tasks, error_map)
@@ -607,6 +605,12 @@ def _mean_one(weights: np.ndarray) -> np.ndarray:
     """`weights` scaled to mean 1 (all 0 stay 0): the greedy reads only their ratios."""
     mean = float(np.mean(weights))
     return weights / mean if mean > 0 else weights
+
+
+def _objective_weights(weights: np.ndarray) -> np.ndarray:
+    """Task weights for the greedy's objective: scaled to mean 1, or equal where every task's is 0
+    (no task's metric can move, so none is preferred); a NaN weight stays NaN, not hidden."""
+    return np.ones_like(weights) if weights.sum() <= 0 else _mean_one(weights)
 
 
 def local_delta_m_weights(points: CurvePoints, information: InformationModel, higher_is_better,
