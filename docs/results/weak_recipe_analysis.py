@@ -6,7 +6,7 @@ head learn steadily enough for the strategies' paired differences to resolve.
 Per budget: in how many runs texture was learned (test error below 0.8x the mean predictor's), the
 references' texture error, each strategy's Delta_m, and the TABA variants' paired differences against
 equal_budget (the heuristic fixed before these seeds ran) and against the best heuristic of the cell
-in hindsight; then the mean over the three budgets per seed. Delta_m is against each recipe's own
+in hindsight where that is another one; then the mean over the three budgets per seed. Delta_m is against each recipe's own
 full-supervision references, so absolute Delta_m is not comparable between recipes; the metrics of
 equal_budget's runs (the same allocations under both recipes) are.
 """
@@ -73,7 +73,8 @@ def recipe_tables(name, folder):
             values = [r.delta_m for r in runs]
             learned = sum(texture_learned(r) for r in runs)
             against = {}
-            for role, other in (("equal_budget", "equal_budget"), ("best heuristic", best)):
+            roles = [("equal_budget", "equal_budget")] + ([("best heuristic", best)] if best != "equal_budget" else [])
+            for role, other in roles:
                 if k in VARIANTS and other is not None:
                     diffs = [cells[budget, s][k].delta_m - cells[budget, s][other].delta_m for s in SEEDS]
                     against[role] = interval(diffs)
@@ -83,9 +84,9 @@ def recipe_tables(name, folder):
             print(f"| {budget} | {label} | {np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} | {learned}/{len(runs)} "
                   f"| {against.get('equal_budget', '')} | {against.get('best heuristic', '')} |")
     print()
-    for (variant, other), seeds in sorted(per_seed.items()):
+    for (variant, role), seeds in sorted(per_seed.items()):
         if all(len(v) == len(BUDGETS) for v in seeds.values()):
-            print(f"- mean over the three budgets, {variant} − {other}: {interval([np.mean(v) for v in seeds.values()])}")
+            print(f"- mean over the three budgets, {variant} − {role}: {interval([np.mean(v) for v in seeds.values()])}")
     print()
     return cells
 
