@@ -21,7 +21,7 @@ from taba_jax import experiment
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 RECIPES = {"default": "confirm_weak", "uncertainty": "weak_uncertainty"}
-SEEDS = (10, 11, 20, 21, 22, 23)
+SEEDS = (10, 11, 12, 13, 20, 21, 22, 23)
 BUDGETS = (1000, 3000, 8000)
 HEURISTICS = ("equal_budget", "equal_count_shared", "equal_count_disjoint", "random_pairs")
 NO_TRANSFER = "taba:explore_floor_refit_floor_no_transfer"
