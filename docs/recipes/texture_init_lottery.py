@@ -6,12 +6,12 @@ against the fraction of that seed's runs whose texture head learned (test error 
 mean predictor's), per budget, with Spearman's rank correlation.
 """
 import collections
-import json
 import os
 
 import numpy as np
 from scipy import stats
 
+from taba_jax import experiment
 from taba_jax.budget import BudgetProblem, allocate
 from taba_jax.config import TrainConfig
 from taba_jax.data import synthetic
@@ -28,11 +28,9 @@ def learned_fractions():
     """(seed, budget) -> fraction of the runs whose texture head learned."""
     learned = collections.defaultdict(list)
     for sweep in SWEEPS:
-        with open(os.path.join(RESULTS, sweep, "results.jsonl")) as f:
-            for line in f:
-                record = json.loads(line)
-                texture = record["metrics"]["texture"]
-                learned[record["seed"], int(record["budget"])].append(texture["primary"] < LEARNED * texture["baseline"])
+        for record in experiment.read_records(os.path.join(RESULTS, sweep)):  # each run once
+            texture = record.metrics["texture"]
+            learned[record.seed, int(record.budget)].append(texture["primary"] < LEARNED * texture["baseline"])
     return {key: (float(np.mean(v)), len(v)) for key, v in learned.items()}
 
 
