@@ -20,6 +20,7 @@ from taba_jax.data import synthetic
 from taba_jax.data.dataset import split_sizes
 from taba_jax.models.hard_sharing import ImageHead, ResidualBlock
 from taba_jax.train import Trainer, evaluate
+from texture_linear_probe import ridge_error  # same directory
 
 TASKS, COSTS = ("segment", "depth", "texture"), (10.0, 3.0, 3.0)  # configs/experiment.py's `weak`
 NUM_IMAGES = 1500
@@ -46,16 +47,6 @@ def module_values(model, params, images, wanted):
     return seen
 
 
-def ridge_error(train_x, train_y, test_x, test_y):
-    """Test mean absolute error of a ridge regression (unpenalised intercept) on standardised features."""
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    design = np.column_stack([(train_x - mean) / std, np.ones(len(train_x))])
-    penalty = RIDGE * np.eye(design.shape[1])
-    penalty[-1, -1] = 0
-    weights = np.linalg.solve(design.T @ design + penalty, design.T @ train_y)
-    return np.abs(np.column_stack([(test_x - mean) / std, np.ones(len(test_x))]) @ weights - test_y).mean()
-
-
 def main(_):
     logging.set_verbosity(logging.WARNING)  # not orbax's checkpoint chatter
     dataset = synthetic.synthetic_dataset(NUM_IMAGES, 16, 0, tasks=TASKS, cache_dir=os.path.join(FLAGS.workdir, "data"))
@@ -75,8 +66,8 @@ def main(_):
 
     train_x, test_x = pooled(dataset.train.images), pooled(test.images)
     print(f"trained, pooled features of the image head ({train_x.shape[1]}): ridge with own labels "
-          f"{ridge_error(train_x[own], train_y[own], test_x, test_y):.3f}, "
-          f"with all {len(train_y)} {ridge_error(train_x, train_y, test_x, test_y):.3f}")
+          f"{ridge_error(train_x[own], train_y[own], test_x, test_y, RIDGE):.3f}, "
+          f"with all {len(train_y)} {ridge_error(train_x, train_y, test_x, test_y, RIDGE):.3f}")
     initial = trainer.init_state().params
 
     def stages(images):
@@ -90,7 +81,7 @@ def main(_):
         for name, pool in poolings.items():
             x, tx = pool(train_s), pool(test_s)
             print(f"initial encoder stage {stage} ({x.shape[1]}), {name}: ridge with own labels "
-                  f"{ridge_error(x[own], train_y[own], tx, test_y):.3f}, with all {ridge_error(x, train_y, tx, test_y):.3f}")
+                  f"{ridge_error(x[own], train_y[own], tx, test_y, RIDGE):.3f}, with all {ridge_error(x, train_y, tx, test_y, RIDGE):.3f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from taba_jax.config import TrainConfig
 from taba_jax.data import synthetic
 from taba_jax.models.hard_sharing import ImageHead
 from taba_jax.train import Trainer
-from texture_feature_probe import COSTS, NUM_IMAGES, TASKS, module_values, ridge_error  # same directory
+from texture_feature_probe import COSTS, NUM_IMAGES, RIDGE, TASKS, module_values  # same directory
+from texture_linear_probe import ridge_error
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results")
 SWEEPS = ("full_weak", "confirm_weak")
@@ -46,7 +47,7 @@ def initial_readability(seed, dataset):
 
     test = dataset.splits["test"]
     return ridge_error(pooled(dataset.train.images), dataset.train.targets["texture"][:, 0],
-                       pooled(test.images), test.targets["texture"][:, 0])
+                       pooled(test.images), test.targets["texture"][:, 0], RIDGE)
 
 
 def main():
