@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from taba_jax import io_utils
+from taba_jax import io_utils, transfer
 from taba_jax.budget.strategies import parse_shares
 from taba_jax.records import ExperimentRecord
 
@@ -224,6 +224,7 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
                   "| s \\ t | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
         lines += [f"| {t} | " + " | ".join(f"{v:.2f}" for v in row) + " |" for t, row in zip(tasks, affinity)]
         lines += ["| γ | " + " | ".join(f"{g:.2f}" for g in gamma) + " |"]
+    lines += _transfer_lines(records, budgets)
     labels = _mean_labels(records, tasks)
     lines += ["", "Labels bought per task (mean over seeds):", "",
               "| strategy | budget | " + " | ".join(labels["tasks"]) + " |", "|---|---:|" + "---:|" * len(labels["tasks"])]
@@ -239,6 +240,35 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
     lines += ["", f"{len(records)} runs, {wall / 60:.1f} min of run time (references excluded).", "",
               *(f"![{p}]({p})" for p in _plot_names(records, tasks)), ""]
     return "\n".join(lines)
+
+
+def _transfer_lines(records: list[ExperimentRecord], budgets) -> list[str]:
+    """Per budget where the runs identify it, the transfer measured on them (taba_jax.transfer)
+    beside the affinity TABA's pilots estimated at that budget."""
+    lines = []
+    for b in budgets:
+        measured = transfer.measure_transfer(records, b)
+        if measured is None:
+            continue
+        pilots = [r.taba["affinity"] for r in _taba_runs(records) if float(r.budget) == b]
+        affinity = np.mean(pilots, axis=0) if pilots else None
+        implied = measured.implied_affinity()
+        lines += ["", f"Transfer measured on the runs at budget {b:g} ({measured.runs} runs, {measured.seeds} seeds; "
+                  "taba_jax.transfer): elasticity of each column task's error in each row task's labels, with its "
+                  "95 % interval (negative: the row's labels help), and in brackets the implied affinity"
+                  + (" and TABA's S (mean of its pilots)" if affinity is not None else "")
+                  + "; partial effects within the allocations these runs happen to span.", "",
+                  "| labels of \\ error of | " + " | ".join(measured.tasks) + " |",
+                  "|---|" + "---:|" * len(measured.tasks)]
+        for s, source in enumerate(measured.tasks):
+            cells = []
+            for t in range(len(measured.tasks)):
+                cell = f"{measured.elasticity[s, t]:+.3f} ± {measured.half_width[s, t]:.3f}"
+                if s != t and np.isfinite(implied[s, t]):
+                    cell += f" ({implied[s, t]:+.2f}" + (f"; S {affinity[s, t]:.2f}" if affinity is not None else "") + ")"
+                cells.append(cell)
+            lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _oracle_lines(records: list[ExperimentRecord], strategies, budgets) -> list[str]:
