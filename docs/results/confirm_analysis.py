@@ -208,7 +208,7 @@ def local_cells(fresh, cells, variant):
               f"equal_budget {np.mean(gain[variant]) / np.mean(gain[ORACLE_PICK]):.0%}")
 
 
-def confirmation(fresh, cells):
+def confirmation(records_by_setting, cells):
     """The pre-registered CONFIRMATION: per cell, the variant against the heuristic and no_transfer on
     its new seeds and on all held-out seeds, then the mean over the cells on each seed set (only the
     seeds every cell ran)."""
@@ -220,7 +220,7 @@ def confirmation(fresh, cells):
     for setting, budget in cells:
         row = f"| {setting} | {budget} "
         for key in means:
-            records = [r for r in fresh[setting] if r.seed in CONFIRMATION[key]]
+            records = [r for r in records_by_setting[setting] if r.seed in CONFIRMATION[key]]
             against = [differences(records, budget, variant, other) for other in (heuristic(setting, budget), NO_TRANSFER)]
             means[key].append(against[0])
             row += f"| {','.join(map(str, against[0])) or 'none yet'} " + "".join(
