@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from taba_jax.records import ExperimentRecord
+from taba_jax.taba import primary_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +71,6 @@ def clustered_least_squares(design: np.ndarray, target: np.ndarray, clusters: np
     return coef, np.sqrt(np.diag(correction * bread @ (scores.T @ scores) @ bread)), len(groups) - 1
 
 
-def error(record: ExperimentRecord, task: str) -> float:
-    """The primary metric as an error (lower is better), floored at 1e-6 for the log."""
-    metric = record.metrics[task]
-    value = 1.0 - metric["primary"] if metric["higher_is_better"] else metric["primary"]
-    return max(float(value), 1e-6)
-
-
 def measure_transfer(records: list[ExperimentRecord], budget: float) -> MeasuredTransfer | None:
     """The label elasticities of the runs at `budget` that labelled every task and have a finite
     primary metric for each. None where they cannot be identified: fewer than two tasks or three seeds, label
@@ -98,6 +92,7 @@ def measure_transfer(records: list[ExperimentRecord], budget: float) -> Measured
     clusters = np.array([r.seed for r in runs])
     elasticity, half = np.zeros((len(tasks),) * 2), np.zeros((len(tasks),) * 2)
     for t, task in enumerate(tasks):
-        coef, se, dof = clustered_least_squares(design, np.log([error(r, task) for r in runs]), clusters)
+        errors = [max(primary_error(r.metrics[task]), 1e-6) for r in runs]  # floored for the log, as TABA's refit
+        coef, se, dof = clustered_least_squares(design, np.log(errors), clusters)
         elasticity[:, t], half[:, t] = coef[:len(tasks)], stats.t.ppf(0.975, dof) * se[:len(tasks)]
     return MeasuredTransfer(tuple(tasks), elasticity, half, np.exp(log_labels.mean(0)), len(runs), len(seeds))
