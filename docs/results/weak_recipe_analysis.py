@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from confirm_analysis import interval  # the same directory, on the path when run as a script
+from confirm_analysis import interval, texture_learned  # the same directory, on the path when run as a script
 from taba_jax import experiment
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -26,7 +26,6 @@ BUDGETS = (1000, 3000, 8000)
 HEURISTICS = ("equal_budget", "equal_count_shared", "equal_count_disjoint", "random_pairs")
 NO_TRANSFER = "taba:explore_floor_refit_floor_no_transfer"
 VARIANTS = (NO_TRANSFER, NO_TRANSFER + "_delta_m_half_local", NO_TRANSFER + "_delta_m_last_doubling")
-LEARNED = 0.8  # texture counts as learned below this fraction of the mean predictor's test error
 
 
 def load(folder):
@@ -36,11 +35,6 @@ def load(folder):
         if r.seed in SEEDS:
             cells[int(r.budget), r.seed][r.strategy] = r
     return cells
-
-
-def texture_learned(record):
-    texture = record.metrics["texture"]
-    return texture["primary"] < LEARNED * texture["baseline"]
 
 
 def reference_texture(folder):
