@@ -87,6 +87,12 @@ TABA_VARIANTS = {
     "explore_floor_refit_floor_no_transfer_delta_m_half_local": {
         "rounds": 2, "explore": "equal_budget", "flat_slope_floor": True, "refit_floor": True,
         "transfer_cap": 0.0, "objective": "delta_m_local", "local_points": 2, "local_mix": 0.5},
+    # the half mix with transfer measured at the refit instead of none: one more model per task with
+    # that task's labels halved, S from the label elasticities of every task's error (README
+    # "Transfer probed at the refit")
+    "explore_floor_refit_floor_probed_transfer_delta_m_half_local": {
+        "rounds": 2, "explore": "equal_budget", "flat_slope_floor": True, "refit_floor": True,
+        "transfer_probe": 0.5, "objective": "delta_m_local", "local_points": 2, "local_mix": 0.5},
     "explore_floor_refit_floor_cap_half": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
                                            "refit_floor": True, "transfer_cap": 0.5},
 }

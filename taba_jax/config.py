@@ -365,6 +365,12 @@ class TabaConfig:
     # 1.0 is a measured deviation from METHOD.md: on the three synthetic settings it raised TABA's
     # Delta_m by 0 to +10 points and lowered it nowhere (README, "A cap on transferred information").
     transfer_cap: float | None = 1.0
+    # With rounds >= 2: at each refit, one more model per task is trained on everything bought so far
+    # with that task's labels cut to this fraction, and S is replaced by the transfer those models
+    # measure, S[s, t] = b[s, t] / b[t, t] * n_t / n_s from the label elasticities b of each task's
+    # error (README "Transfer probed at the refit"; a measured deviation from METHOD.md's pilot
+    # lookahead). None: the pilot's S throughout.
+    transfer_probe: float | None = None
     # A task whose pilot slope sits at the lower clip of gamma_range (its loss did not fall over the
     # pilot's subsets) gets at least equal_budget's labels, bought before the greedy: a flat pilot
     # curve cannot tell a task that learns late (weak's texture) from one that is learned (README,
@@ -401,6 +407,11 @@ class TabaConfig:
                 f"must be one of {HEURISTICS} or None, got {self.explore!r}")
         require(self.transfer_cap is None or self.transfer_cap >= 0, "transfer_cap",
                 f"must be None or >= 0, got {self.transfer_cap!r}")
+        require(self.transfer_probe is None or (0 < self.transfer_probe < 1 and self.rounds >= 2), "transfer_probe",
+                f"cuts one task's labels at a refit: it must be None or in (0, 1) with rounds >= 2, got "
+                f"{self.transfer_probe!r} with rounds={self.rounds!r}")
+        require(self.transfer_probe is None or self.affinity is None, "transfer_probe",
+                f"measures S, which config.taba.affinity={self.affinity!r} gives: set one of them")
         require(self.objective != "delta_m_local" or self.refit_floor, "objective",
                 f"'delta_m_local' weights the refit's floored curves: it needs refit_floor=True, got "
                 f"refit_floor={self.refit_floor!r}")

@@ -62,8 +62,9 @@ ESTIMATE_FILE = "estimate.json"
 FIT_FIELDS = ("curve_fit", "objective", "local_points", "local_mix", "gamma_range", "gamma_shrinkage", "weights",
               "flat_slope_floor", "refit_floor", "rounds", "explore")
 # Fields that shape the information model built on the measurements: left out of the keys as well (a
-# round's U is recomputed from its subsets under the asking model).
-MODEL_FIELDS = ("curve", "kappa", "transfer_cap")
+# round's U is recomputed from its subsets under the asking model; the transfer probe's own trainings
+# are keyed by its fraction).
+MODEL_FIELDS = ("curve", "kappa", "transfer_cap", "transfer_probe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -457,12 +458,22 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
     for index in range(config.rounds):
         if index:
             round_folder = f"round{index + 1}"
-            points = measure_curve_points(dataset, allocation, information, config, train_config, seed,
-                                          os.path.join(workdir, round_folder), progress,
-                                          [os.path.join(folder, round_folder) for folder in shared_workdirs])
+            measure = functools.partial(measure_curve_points, dataset, allocation, config=config,
+                                        train_config=train_config, seed=seed,
+                                        workdir=os.path.join(workdir, round_folder), progress=progress,
+                                        shared_workdirs=[os.path.join(folder, round_folder)
+                                                         for folder in shared_workdirs])
+            points, probe = measure(information=information), None
+            if config.transfer_probe is not None:
+                cut_labels, cut_errors = probe_transfer(
+                    dataset, allocation, config, train_config, seed, os.path.join(workdir, round_folder), progress,
+                    [os.path.join(folder, round_folder) for folder in shared_workdirs])
+                information = information.replace(affinity=probed_affinity(points, cut_labels, cut_errors))
+                points = measure(information=information)  # cached trainings, U under the probed S
+                probe = {"labels": cut_labels.tolist(), "errors": cut_errors.tolist()}
             information, intercept = refit_information(information, intercept, points, config,
                                                        dataset.task_specs(problem.task_names), problem.num_images)
-            rounds.append({"spent": allocation.spent, "points": points.to_json(),
+            rounds.append({"spent": allocation.spent, "points": points.to_json(), "transfer_probe": probe,
                            "information": information.to_json(), "intercept": intercept.tolist()})
         last = index == config.rounds - 1
         # A round whose share the floor has already spent buys nothing more.
@@ -499,8 +510,7 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
     whichever information model asks, so variants that differ in `MODEL_FIELDS` share a round too."""
     tasks = dataset.task_specs(allocation.problem.task_names)
     names = [t.name for t in tasks]
-    orders = {t: rng.numpy_rng(seed, "round_subsets", index).permutation(allocation.labeled_indices(index))
-              for index, t in enumerate(names)}
+    orders = _round_orders(allocation, seed)
     fractions = sorted(set(config.subset_fractions)) + [1.0]
     subsets = [{t: np.sort(order[:int(round(f * len(order)))]) for t, order in orders.items()} for f in fractions]
     labels = np.zeros((len(subsets), len(names)), np.float64)
@@ -523,6 +533,75 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
     points = CurvePoints(labels, information_values, losses, errors)
     io_utils.write_json(cache, {"key": key, "points": points.to_json()})
     return points
+
+
+def _round_orders(allocation: Allocation, seed: int) -> dict[str, np.ndarray]:
+    """Per task, its labeled images of `allocation` in one seeded order: a round's subsets cut them to
+    prefixes of it."""
+    return {t: rng.numpy_rng(seed, "round_subsets", index).permutation(allocation.labeled_indices(index))
+            for index, t in enumerate(allocation.problem.task_names)}
+
+
+def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: TabaConfig, train_config: TrainConfig,
+                   seed: int, workdir: str, progress: bool = False,
+                   shared_workdirs=()) -> tuple[np.ndarray, np.ndarray]:
+    """`config.transfer_probe`: T models trained on `allocation`, model s with task s's labeled images
+    cut to the fraction `config.transfer_probe` (a prefix of the round's order) and every other task's
+    kept. Returns their label counts and validation primary-metric errors, (T, T) each, row s = the
+    task cut. Cached as `<workdir>/transfer_probe.json` like `measure_curve_points`' points."""
+    tasks = dataset.task_specs(allocation.problem.task_names)
+    names = [t.name for t in tasks]
+    orders = _round_orders(allocation, seed)
+    subsets = [{t: np.sort(order[:int(round(config.transfer_probe * len(order)))] if t == cut else order)
+                for t, order in orders.items()} for cut in names]
+    labels = np.array([[len(subset[t]) for t in names] for subset in subsets], np.float64)
+    cache = os.path.join(workdir, "transfer_probe.json")
+    key = _measurement_key(config, FIT_FIELDS + MODEL_FIELDS, labels=allocation.metadata()["labels_sha256"],
+                           seed=seed, train=to_json(train_config), transfer_probe=config.transfer_probe)
+    saved = _shared_cache(cache, key, [os.path.join(folder, "transfer_probe.json") for folder in shared_workdirs])
+    if saved is not None:
+        return labels, np.asarray(saved["errors"], np.float64)
+    _, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
+                                   [os.path.join(workdir, f"cut_{t}") for t in names], [], progress)
+    io_utils.write_json(cache, {"key": key, "errors": errors.tolist()})
+    return labels, errors
+
+
+def probe_elasticity(labels, errors, cut_labels, cut_errors) -> np.ndarray:
+    """(T, T) b[s, t] = d log e_t / d log n_s from one model on `labels` (T,) with errors `errors` (T,)
+    and the models of `probe_transfer` (row s: task s cut): the finite difference of log e_t between
+    the two over that of log n_s. Negative where s's labels help t; NaN where s's cut removed nothing."""
+    labels, errors = np.asarray(labels, np.float64), np.asarray(errors, np.float64)
+    cut_labels, cut_errors = np.asarray(cut_labels, np.float64), np.asarray(cut_errors, np.float64)
+    removed = np.log(np.maximum(np.diag(cut_labels), 1e-12)) - np.log(np.maximum(labels, 1e-12))
+    step = np.where((np.diag(cut_labels) > 0) & (removed < 0), removed, np.nan)
+    return (np.log(cut_errors) - np.log(errors)[None, :]) / step[:, None]
+
+
+def affinity_from_elasticity(elasticity, labels, usable) -> np.ndarray:
+    """METHOD's unit for measured transfer: an s label gives t the share S[s, t] of a t label, so the
+    two label derivatives of log e_t are in the ratio S[s, t]: S = b[s, t] / b[t, t] * n_t / n_s
+    (negative where s's labels hurt t), 1 on the diagonal; NaN in every column whose `usable` (T,) is
+    False (its own elasticity is not a measured gain: no unit to measure transfer in)."""
+    elasticity, labels = np.asarray(elasticity, np.float64), np.asarray(labels, np.float64)
+    usable = np.asarray(usable, bool)
+    own = np.where(usable, np.diag(elasticity), 1.0)
+    implied = np.where(usable[None, :], elasticity / own[None, :] * labels[None, :] / labels[:, None], np.nan)
+    np.fill_diagonal(implied, np.where(usable, 1.0, np.nan))
+    return implied
+
+
+def probed_affinity(points: CurvePoints, cut_labels, cut_errors) -> np.ndarray:
+    """The affinity S the information model takes from a transfer probe at the round's whole set (the
+    last of `points`): `affinity_from_elasticity` of `probe_elasticity`, in every column whose own
+    labels measurably lowered its error, clipped to [0, 1] (METHOD's range: harm is read as none);
+    0 off the diagonal where nothing was measured."""
+    elasticity = probe_elasticity(points.labels[-1], points.errors[-1], cut_labels, cut_errors)
+    own = np.diag(elasticity)
+    implied = affinity_from_elasticity(elasticity, points.labels[-1], np.isfinite(own) & (own < 0))
+    affinity = np.clip(np.nan_to_num(implied, nan=0.0), 0.0, 1.0)
+    np.fill_diagonal(affinity, 1.0)
+    return affinity
 
 
 def fit_floored_curve(sizes, values, kappa: float, gamma_range=(0.05, 1.5),

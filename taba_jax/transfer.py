@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats
 
 from taba_jax.records import ExperimentRecord
-from taba_jax.taba import primary_error
+from taba_jax.taba import affinity_from_elasticity, primary_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +50,8 @@ class MeasuredTransfer:
         """(T, T) S[s, t] = b[s, t] / b[t, t] * n_t / n_s (negative: s's labels hurt t), 1 on the
         diagonal, NaN in every column whose own elasticity is not resolved below 0 (no unit to
         measure transfer in)."""
-        own = np.diag(self.elasticity)
-        usable = (own + np.diag(self.half_width)) < 0
-        ratio = self.elasticity / np.where(usable, own, 1.0)[None, :] * self.labels[None, :] / self.labels[:, None]
-        implied = np.where(usable[None, :], ratio, np.nan)
-        np.fill_diagonal(implied, np.where(usable, 1.0, np.nan))
-        return implied
+        return affinity_from_elasticity(self.elasticity, self.labels,
+                                        np.diag(self.elasticity) + np.diag(self.half_width) < 0)
 
 
 def clustered_least_squares(design: np.ndarray, target: np.ndarray, clusters: np.ndarray):

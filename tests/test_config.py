@@ -84,6 +84,9 @@ def parse_train_job(**overrides):
     ("taba__affinity_step", "raw", "config.taba.affinity_step: must be one of ('normalized', 'gradient'), got 'raw'"),
     ("taba__rounds", 0, "config.taba.rounds: must be a positive integer, got 0"),
     ("taba__transfer_cap", -0.5, "config.taba.transfer_cap: must be None or >= 0, got -0.5"),
+    ("taba__transfer_probe", 0.5, "config.taba.transfer_probe: cuts one task's labels at a refit: it must be None "
+                                  "or in (0, 1) with rounds >= 2, got 0.5 with rounds=1"),
+    ("taba__transfer_probe", 1.0, "config.taba.transfer_probe: cuts one task's labels at a refit"),
     ("taba__gamma_shrinkage", 1.5, "config.taba.gamma_shrinkage: must be in [0, 1], got 1.5"),
     ("taba__objective", "mean", "config.taba.objective: must be one of ('relative', 'delta_m', 'delta_m_local'), got 'mean'"),
     ("taba__local_points", 2, "config.taba.local_points: counts the points of objective 'delta_m_local''s line: it "

@@ -177,6 +177,65 @@ def test_a_round_measured_by_another_variant_is_reused_when_only_the_fit_or_the_
     np.testing.assert_allclose(fourth["points"]["information"], fourth["points"]["labels"], rtol=1e-6)
 
 
+def test_a_transfer_probe_recovers_known_elasticities_and_their_affinity():
+    elasticity = np.array([[-0.4, -0.1, 0.05], [0.0, -0.3, -0.2], [-0.05, 0.0, -0.5]])  # b[s, t]
+    labels = np.array([100.0, 200.0, 400.0])
+    cut_labels = np.where(np.eye(3, dtype=bool), labels / 2, labels)  # row s: task s's labels halved
+    errors, cut_errors = np.exp(np.log(labels) @ elasticity), np.exp(np.log(cut_labels) @ elasticity)
+    np.testing.assert_allclose(taba.probe_elasticity(labels, errors, cut_labels, cut_errors), elasticity, atol=1e-12)
+    points = taba.CurvePoints(np.stack([labels / 2, labels]), np.stack([labels / 2, labels]), np.ones((2, 3)),
+                              np.stack([2 * errors, errors]))
+    # S[s, t] = b[s, t] / b[t, t] * n_t / n_s, harm (b > 0) read as none, 1 on the diagonal
+    expected = np.array([[1.0, 0.1 / 0.3 * 2, 0.0], [0.0, 1.0, 0.2 / 0.5 * 2], [0.05 / 0.4 / 4, 0.0, 1.0]])
+    np.testing.assert_allclose(taba.probed_affinity(points, cut_labels, cut_errors), expected, atol=1e-12)
+    # a task whose own labels did not lower its error gives no unit: its column stays 0 off the diagonal
+    flat = elasticity.copy()
+    flat[2, 2] = 0.02
+    affinity = taba.probed_affinity(points, cut_labels, np.exp(np.log(cut_labels) @ flat) * errors
+                                    / np.exp(np.log(labels) @ flat))
+    np.testing.assert_array_equal(affinity[:, 2], [0.0, 0.0, 1.0])
+    # a cut that removed nothing (one label) measures nothing
+    single = labels.copy()
+    single[1] = 1.0
+    assert np.isnan(taba.probe_elasticity(single, errors, np.where(np.eye(3, dtype=bool), np.round(single / 2),
+                                                                   single), cut_errors)[1]).all()
+
+
+def test_transfer_probe_cuts_each_task_once_and_takes_the_round_s_affinity_from_it(dataset, tmp_path, monkeypatch):
+    problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
+    explore = dict(rounds=2, explore="equal_budget", subset_fractions=(0.5,))
+    run_taba(problem, dataset, tiny_taba_config(**explore), 3, str(tmp_path / "explore"))
+    trainings = []
+    real_train = train.Trainer.train
+    monkeypatch.setattr(train.Trainer, "train", lambda self, *a, **k: trainings.append(1) or real_train(self, *a, **k))
+    config = tiny_taba_config(**explore, transfer_probe=0.5)
+    probed, information = taba.run(problem, dataset, config, tiny_train_config(8), 3, str(tmp_path / "probe"),
+                                   shared_workdirs=[str(tmp_path / "explore")])
+    assert len(trainings) == 3  # the pilot and the round's subsets shared: one model per task cut
+    (round2,) = probed.info["taba"]["rounds"]
+    points = taba.CurvePoints.from_json(round2["points"])
+    cut_labels, cut_errors = (np.array(round2["transfer_probe"][k]) for k in ("labels", "errors"))
+    np.testing.assert_array_equal(np.diag(cut_labels), np.round(points.labels[-1] / 2))
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_array_equal(cut_labels[off], np.broadcast_to(points.labels[-1], (3, 3))[off])
+    affinity = taba.probed_affinity(points, cut_labels, cut_errors)
+    np.testing.assert_allclose(information.affinity, affinity, atol=1e-6)
+    # the round's U is that of the probed S (the explored set's cached points, U under the asking model)
+    pilot = taba.pilot_allocation(problem, taba.pilot_size(problem, 0.1), 3)
+    pilot_cost = problem.cost_of(pilot.labels)
+    halfway = BudgetProblem(problem.task_names, problem.costs, problem.num_images,
+                            pilot_cost + (problem.budget - pilot_cost) / 2)
+    explored = allocate(halfway, "equal_budget", initial=pilot, seed=3)
+    under_probed_s = taba.measure_curve_points(dataset, explored, information, config, tiny_train_config(8), 3,
+                                               str(tmp_path / "probe" / "round2"))
+    np.testing.assert_allclose(points.information, under_probed_s.information, rtol=1e-6)
+    assert len(trainings) == 3 and problem.budget - 1 < probed.spent <= problem.budget
+
+    monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("the probe's trainings were not cached"))
+    again, _ = taba.run(problem, dataset, config, tiny_train_config(8), 3, str(tmp_path / "probe"))
+    np.testing.assert_array_equal(again.labels, probed.labels)
+
+
 def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_trainings(dataset, tmp_path,
                                                                                           monkeypatch):
     problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
