@@ -248,7 +248,7 @@ def near_allocation_noise(fresh, cells, tolerance=0.03):
     for setting, budget in cells:
         groups = collections.defaultdict(list)
         for r in fresh[setting]:
-            if float(r.budget) == budget and r.strategy.startswith("taba"):
+            if float(r.budget) == budget and r.strategy in (NO_TRANSFER, *LOCAL_VARIANTS):
                 groups[r.seed].append(r)
         pairs = [(abs(a.delta_m - b.delta_m), sum(abs(a.labels[t] - b.labels[t]) for t in a.labels))
                  for runs in groups.values() for i, a in enumerate(runs) for b in runs[i + 1:]

@@ -1,0 +1,82 @@
+# python docs/results/probe_analysis.py  (from the repository root; prints markdown, a few seconds)
+"""TABA with transfer probed at the refit (`transfer_probe`) against the half mix it extends.
+
+The two variants share the pilot, the exploration round and its refit trainings at every (budget,
+seed); the probed one also trains one model per task with that task's labels halved and replaces S by
+the transfer those models measure (`taba.probed_affinity`), with the default cap of one own label's
+worth (the half mix gives no credit at all). Per cell: the paired Delta_m differences against the half
+mix and the pre-registered heuristic (docs/results/confirm_*), the labels each bought, and the probed
+S of the pairs beside the pilots' lookahead S and the S implied by all the exported runs of the cell
+(docs/results/transfer_analysis.py).
+"""
+import numpy as np
+from scipy import stats
+
+import transfer_analysis  # the same directory, on the path when run as a script
+from confirm_analysis import BUDGETS, CONFIRMATION, by_seed, differences, heuristic, interval, load, mean_over_cells
+from taba_jax import transfer
+
+PROBED = transfer_analysis.LATER[0]  # the variant read here; transfer_analysis leaves it out
+HALF_MIX = CONFIRMATION["variant"]
+
+
+def main():
+    confirm = {s: load("confirm", s) for s in BUDGETS}
+    cells = [(s, b) for s, budgets in BUDGETS.items() for b in budgets]
+    versus = {name: {} for name in ("half mix", "heuristic")}
+    print("| setting | budget | seeds | probed Δm | − half mix | − heuristic | labels (probed / half mix) |")
+    print("|---|---:|---|---:|---:|---:|---|")
+    for setting, budget in cells:
+        runs = by_seed(confirm[setting], budget, (PROBED, HALF_MIX, heuristic(setting, budget)))
+        if not runs:
+            continue
+        versus["half mix"][setting, budget] = differences(confirm[setting], budget, PROBED, HALF_MIX)
+        versus["heuristic"][setting, budget] = differences(confirm[setting], budget, PROBED, heuristic(setting, budget))
+        seeds = sorted(runs)
+        probed = [r[PROBED].delta_m for r in runs.values()]
+        tasks = runs[seeds[0]][PROBED].tasks
+        labels = ", ".join(f"{t} {np.mean([r[PROBED].labels[t] for r in runs.values()]):.0f} / "
+                           f"{np.mean([r[HALF_MIX].labels[t] for r in runs.values()]):.0f}" for t in tasks)
+        print(f"| {setting} | {budget} | {seeds[0]}–{seeds[-1]} ({len(seeds)}) | {np.mean(probed):.2f} "
+              f"| {interval([versus['half mix'][setting, budget][s] for s in seeds])} "
+              f"| {interval([versus['heuristic'][setting, budget][s] for s in seeds])} | {labels} |")
+    for name, per_cell in versus.items():
+        if per_cell:
+            seeds, mean = mean_over_cells(list(per_cell.values()))
+            print(f"\nmean over the {len(per_cell)} cells, probed − {name}, seeds {seeds}: {mean}")
+
+    print("\nprobed S (mean over seeds, [min, max]) against the pilots' S and the S implied by all exported runs "
+          "(— where the target's own elasticity is not resolved):\n")
+    print("| cell | labels of → error of | probed S | pilots' S | implied S (runs) |")
+    print("|---|---|---:|---:|---:|")
+    probed_all, implied_all = [], []
+    for setting, budget in cells:
+        records = [r for r in confirm[setting] if r.budget == budget and r.strategy == PROBED and r.taba]
+        if not records:
+            continue
+        tasks = records[0].tasks
+        probed = np.array([r.taba["affinity"] for r in records])
+        pilots = np.mean([r.taba["affinity"] for r in confirm[setting]
+                          if r.budget == budget and r.strategy == transfer_analysis.PILOT_STRATEGY and r.taba], axis=0)
+        implied = transfer.measure_transfer(transfer_analysis.load(setting), budget).implied_affinity()
+        for s, source in enumerate(tasks):
+            for t, target in enumerate(tasks):
+                if s == t:
+                    continue
+                values = probed[:, s, t]
+                if np.isfinite(implied[s, t]):
+                    probed_all.append(values.mean())
+                    implied_all.append(implied[s, t])
+                if values.max() == 0 and not (np.isfinite(implied[s, t]) and abs(implied[s, t]) >= 0.1):
+                    continue  # nothing probed and nothing measured: left out of the table
+                print(f"| {setting} {budget} | {source} → {target} | {values.mean():.2f} [{values.min():.2f}, "
+                      f"{values.max():.2f}] | {pilots[s, t]:.2f} | "
+                      + (f"{implied[s, t]:+.2f}" if np.isfinite(implied[s, t]) else "—") + " |")
+    if len(probed_all) > 2:
+        rho, p = stats.spearmanr(probed_all, implied_all)
+        print(f"\nover the {len(probed_all)} pairs whose runs resolve the target's own elasticity: Spearman ρ between the "
+              f"mean probed S and the implied S {rho:+.2f} (p {p:.3f})")
+
+
+if __name__ == "__main__":
+    main()
