@@ -9,6 +9,8 @@ mix and the pre-registered heuristic (docs/results/confirm_*), the labels each b
 S of the pairs beside the pilots' lookahead S and the S implied by all the exported runs of the cell
 (docs/results/transfer_analysis.py).
 """
+import collections
+
 import numpy as np
 from scipy import stats
 
@@ -41,21 +43,25 @@ def main():
               f"| {interval([versus['half mix'][setting, budget][s] for s in seeds])} "
               f"| {interval([versus['heuristic'][setting, budget][s] for s in seeds])} | {labels} |")
     for name, per_cell in versus.items():
-        if per_cell:
-            seeds, mean = mean_over_cells(list(per_cell.values()))
-            print(f"\nmean over the {len(per_cell)} cells, probed − {name}, seeds {seeds}: {mean}")
+        for label, chosen in (("all", BUDGETS), ("tag and geometry", CONFIRMATION["settings"])):
+            diffs = [d for (setting, _), d in per_cell.items() if setting in chosen]
+            if diffs:
+                seeds, mean = mean_over_cells(diffs)
+                print(f"\nmean over {label} {len(diffs)} cells, probed − {name}, seeds {seeds}: {mean}")
 
     print("\nprobed S (mean over seeds, [min, max]) against the pilots' S and the S implied by all exported runs "
           "(— where the target's own elasticity is not resolved):\n")
     print("| cell | labels of → error of | probed S | pilots' S | implied S (runs) |")
     print("|---|---|---:|---:|---:|")
-    probed_all, implied_all = [], []
+    probed_all, pilots_all, implied_all = [], [], []
+    per_seed = collections.defaultdict(list)  # seed -> [(its probed S, implied S)]: what one run's greedy read
     for setting, budget in cells:
         records = [r for r in confirm[setting] if r.budget == budget and r.strategy == PROBED and r.taba]
         if not records:
             continue
         tasks = records[0].tasks
         probed = np.array([r.taba["affinity"] for r in records])
+        seeds = [r.seed for r in records]
         pilots = np.mean([r.taba["affinity"] for r in confirm[setting]
                           if r.budget == budget and r.strategy == transfer_analysis.PILOT_STRATEGY and r.taba], axis=0)
         implied = transfer.measure_transfer(transfer_analysis.load(setting), budget).implied_affinity()
@@ -66,16 +72,23 @@ def main():
                 values = probed[:, s, t]
                 if np.isfinite(implied[s, t]):
                     probed_all.append(values.mean())
+                    pilots_all.append(pilots[s, t])
                     implied_all.append(implied[s, t])
+                    for seed, value in zip(seeds, values):
+                        per_seed[seed].append((value, implied[s, t]))
                 if values.max() == 0 and not (np.isfinite(implied[s, t]) and abs(implied[s, t]) >= 0.1):
                     continue  # nothing probed and nothing measured: left out of the table
                 print(f"| {setting} {budget} | {source} → {target} | {values.mean():.2f} [{values.min():.2f}, "
                       f"{values.max():.2f}] | {pilots[s, t]:.2f} | "
                       + (f"{implied[s, t]:+.2f}" if np.isfinite(implied[s, t]) else "—") + " |")
     if len(probed_all) > 2:
-        rho, p = stats.spearmanr(probed_all, implied_all)
-        print(f"\nover the {len(probed_all)} pairs whose runs resolve the target's own elasticity: Spearman ρ between the "
-              f"mean probed S and the implied S {rho:+.2f} (p {p:.3f})")
+        print(f"\nover the {len(probed_all)} pairs whose runs resolve the target's own elasticity, Spearman ρ with the "
+              "implied S: " + "; ".join(f"{name} {rho:+.2f} (p {p:.3f})" for name, (rho, p) in (
+                  ("mean probed S", stats.spearmanr(probed_all, implied_all)),
+                  ("pilots' S", stats.spearmanr(pilots_all, implied_all)))))
+        single = [stats.spearmanr(*zip(*pairs))[0] for seed, pairs in sorted(per_seed.items()) if len(pairs) > 2]
+        print(f"one seed's probed S (what its greedy read), Spearman ρ with the implied S per seed: median "
+              f"{np.median(single):+.2f}, range [{min(single):+.2f}, {max(single):+.2f}] over {len(single)} seeds")
 
 
 if __name__ == "__main__":
