@@ -11,7 +11,7 @@
 4. `allocate(problem, "taba", information, initial=pilot)`: the pilot is part of the allocation and
    its cost is inside the budget.
 
-Five measured deviations from METHOD.md, all off by default (README, "TABA in rounds", "A floor
+Six measured deviations from METHOD.md, all off by default (README, "TABA in rounds", "A floor
 for tasks the pilot cannot read" and "Floor, exploration and a floor in the refit"):
 - `config.rounds = R > 1` spends the budget after the pilot in R equal rounds. Before each round but
   the first, models are trained on everything bought so far and on its nested subsets, and every
@@ -28,6 +28,9 @@ for tasks the pilot cannot read" and "Floor, exploration and a floor in the refi
   equal_budget's labels before the greedy: a flat pilot curve may be a task that learns late.
 - `config.refit_floor` (with rounds > 1) fits each refitted curve with an irreducible floor and
   weights the task by what labels can still remove (relative, or in Delta_m points with "delta_m").
+- `config.transfer_probe` (with rounds > 1) replaces S at each refit by the transfer measured there:
+  one more model per task with that task's labels cut, S from the label elasticities of every
+  task's error (README, "Transfer probed at the refit").
 
 Measurements (the pilot's, a round's) are cached under a key of what measures them and refitted
 under whichever config asks (`FIT_FIELDS`, `MODEL_FIELDS`), so variants share them.
@@ -570,7 +573,8 @@ def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: Ta
 def probe_elasticity(labels, errors, cut_labels, cut_errors) -> np.ndarray:
     """(T, T) b[s, t] = d log e_t / d log n_s from one model on `labels` (T,) with errors `errors` (T,)
     and the models of `probe_transfer` (row s: task s cut): the finite difference of log e_t between
-    the two over that of log n_s. Negative where s's labels help t; NaN where s's cut removed nothing."""
+    the two over that of log n_s. Negative where s's labels help t; NaN in row s where the cut removed
+    none of s's labels or left none."""
     labels, errors = np.asarray(labels, np.float64), np.asarray(errors, np.float64)
     cut_labels, cut_errors = np.asarray(cut_labels, np.float64), np.asarray(cut_errors, np.float64)
     removed = np.log(np.maximum(np.diag(cut_labels), 1e-12)) - np.log(np.maximum(labels, 1e-12))
