@@ -126,6 +126,8 @@ def main():
     for variant in LOCAL_VARIANTS:
         local_cells(fresh, cells, variant)
     confirmation(confirm, [c for c in cells if c[0] in CONFIRMATION["settings"]])
+    confirmation(confirm, [c for c in cells if c[0] not in CONFIRMATION["settings"]],
+                 "the same on weak's new seeds, run after the confirmation (not pre-registered)")
     near_allocation_noise(fresh, cells)
 
     print("\nmean labels per task, fresh seeds (no_transfer / heuristic):")
@@ -214,12 +216,12 @@ def local_cells(fresh, cells, variant):
               f"equal_budget {np.mean(gain[variant]) / np.mean(gain[ORACLE_PICK]):.0%}")
 
 
-def confirmation(records_by_setting, cells):
+def confirmation(records_by_setting, cells, title="confirmation"):
     """The pre-registered CONFIRMATION: per cell, the variant against the heuristic and no_transfer on
     its new seeds and on all held-out seeds, then the mean over the cells on each seed set (only the
     seeds every cell ran)."""
     variant = CONFIRMATION["variant"]
-    print(f"\nconfirmation, {variant.removeprefix('taba:')} on {', '.join(CONFIRMATION['settings'])}:")
+    print(f"\n{title}, {variant.removeprefix('taba:')} on {', '.join(dict.fromkeys(setting for setting, _ in cells))}:")
     print("\n| setting | budget | seeds | − heuristic | − no_transfer | seeds | − heuristic | − no_transfer |")
     print("|---|---:|---|---:|---:|---|---:|---:|")
     means = {key: [] for key in ("seeds", "held_out")}
