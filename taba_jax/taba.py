@@ -461,16 +461,15 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
     for index in range(config.rounds):
         if index:
             round_folder = f"round{index + 1}"
+            round_workdir = os.path.join(workdir, round_folder)
+            round_shared = [os.path.join(folder, round_folder) for folder in shared_workdirs]
             measure = functools.partial(measure_curve_points, dataset, allocation, config=config,
-                                        train_config=train_config, seed=seed,
-                                        workdir=os.path.join(workdir, round_folder), progress=progress,
-                                        shared_workdirs=[os.path.join(folder, round_folder)
-                                                         for folder in shared_workdirs])
+                                        train_config=train_config, seed=seed, workdir=round_workdir,
+                                        progress=progress, shared_workdirs=round_shared)
             points, probe = measure(information=information), None
             if config.transfer_probe is not None:
-                cut_labels, cut_errors = probe_transfer(
-                    dataset, allocation, config, train_config, seed, os.path.join(workdir, round_folder), progress,
-                    [os.path.join(folder, round_folder) for folder in shared_workdirs])
+                cut_labels, cut_errors = probe_transfer(dataset, allocation, config, train_config, seed, round_workdir,
+                                                        progress, round_shared)
                 information = information.replace(affinity=probed_affinity(points, cut_labels, cut_errors))
                 points = measure(information=information)  # cached trainings, U under the probed S
                 probe = {"labels": cut_labels.tolist(), "errors": cut_errors.tolist()}
@@ -524,10 +523,7 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
             matrix[labeled[t], index] = True
         labels[k] = matrix.sum(axis=0)
         information_values[k] = np.asarray(model_information(information, matrix))
-    cache = os.path.join(workdir, "points.json")
-    key = _measurement_key(config, FIT_FIELDS + MODEL_FIELDS, labels=allocation.metadata()["labels_sha256"],
-                           seed=seed, train=to_json(train_config))
-    saved = _shared_cache(cache, key, [os.path.join(folder, "points.json") for folder in shared_workdirs])
+    cache, key, saved = _round_cache("points.json", workdir, shared_workdirs, allocation, config, train_config, seed)
     if saved is not None:
         measured = CurvePoints.from_json(saved["points"])
         return dataclasses.replace(measured, information=information_values)
@@ -536,6 +532,17 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
     points = CurvePoints(labels, information_values, losses, errors)
     io_utils.write_json(cache, {"key": key, "points": points.to_json()})
     return points
+
+
+def _round_cache(name: str, workdir: str, shared_workdirs, allocation: Allocation, config: TabaConfig,
+                 train_config: TrainConfig, seed: int, **measured) -> tuple[str, dict, dict | None]:
+    """A round measurement's cache `<workdir>/<name>`, its key (the allocation's labels, the seed, the
+    training, the measuring fields of `config` and `measured`) and what is saved for that key there
+    or in `<shared>/<name>` of a folder of `shared_workdirs` (None)."""
+    cache = os.path.join(workdir, name)
+    key = _measurement_key(config, FIT_FIELDS + MODEL_FIELDS, labels=allocation.metadata()["labels_sha256"],
+                           seed=seed, train=to_json(train_config), **measured)
+    return cache, key, _shared_cache(cache, key, [os.path.join(folder, name) for folder in shared_workdirs])
 
 
 def _round_orders(allocation: Allocation, seed: int) -> dict[str, np.ndarray]:
@@ -558,10 +565,8 @@ def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: Ta
     subsets = [{t: np.sort(order[:int(round(config.transfer_probe * len(order)))] if t == cut else order)
                 for t, order in orders.items()} for cut in names]
     labels = np.array([[len(subset[t]) for t in names] for subset in subsets], np.float64)
-    cache = os.path.join(workdir, "transfer_probe.json")
-    key = _measurement_key(config, FIT_FIELDS + MODEL_FIELDS, labels=allocation.metadata()["labels_sha256"],
-                           seed=seed, train=to_json(train_config), transfer_probe=config.transfer_probe)
-    saved = _shared_cache(cache, key, [os.path.join(folder, "transfer_probe.json") for folder in shared_workdirs])
+    cache, key, saved = _round_cache("transfer_probe.json", workdir, shared_workdirs, allocation, config,
+                                     train_config, seed, transfer_probe=config.transfer_probe)
     if saved is not None:
         return labels, np.asarray(saved["errors"], np.float64)
     _, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
