@@ -30,7 +30,8 @@ for tasks the pilot cannot read" and "Floor, exploration and a floor in the refi
   weights the task by what labels can still remove (relative, or in Delta_m points with "delta_m").
 - `config.transfer_probe` (with rounds > 1) replaces S at each refit by the transfer measured there:
   one more model per task with that task's labels cut, S from the label elasticities of every
-  task's error (README, "Transfer probed at the refit").
+  task's error, or of its validation loss with `transfer_probe_signal="loss"` (README, "Transfer
+  probed at the refit").
 
 Measurements (the pilot's, a round's) are cached under a key of what measures them and refitted
 under whichever config asks (`FIT_FIELDS`, `MODEL_FIELDS`), so variants share them.
@@ -53,7 +54,7 @@ import numpy as np
 from taba_jax import io_utils, rng, train
 from taba_jax.budget import Allocation, BudgetProblem, InformationModel, allocate, strategies
 from taba_jax.budget.information import curve_values, model_information
-from taba_jax.config import TabaConfig, TrainConfig, task_values, to_json
+from taba_jax.config import PROBE_SIGNALS, TabaConfig, TrainConfig, task_values, to_json
 from taba_jax.data.dataset import MultiTaskDataset
 from taba_jax.models import build_model, shared_parameters
 from taba_jax.tasks import TaskSpec
@@ -67,7 +68,7 @@ FIT_FIELDS = ("curve_fit", "objective", "local_points", "local_mix", "gamma_rang
 # Fields that shape the information model built on the measurements: left out of the keys as well (a
 # round's U is recomputed from its subsets under the asking model; the transfer probe's own trainings
 # are keyed by its fraction).
-MODEL_FIELDS = ("curve", "kappa", "transfer_cap", "transfer_probe")
+MODEL_FIELDS = ("curve", "kappa", "transfer_cap", "transfer_probe", "transfer_probe_signal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -468,11 +469,13 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
                                         progress=progress, shared_workdirs=round_shared)
             points, probe = measure(information=information), None
             if config.transfer_probe is not None:
-                cut_labels, cut_errors = probe_transfer(dataset, allocation, config, train_config, seed, round_workdir,
-                                                        progress, round_shared)
-                information = information.replace(affinity=probed_affinity(points, cut_labels, cut_errors))
+                cut_labels, cut_losses, cut_errors = probe_transfer(dataset, allocation, config, train_config, seed,
+                                                                    round_workdir, progress, round_shared)
+                cut_values = cut_errors if config.transfer_probe_signal == "error" else cut_losses
+                information = information.replace(affinity=probed_affinity(points, cut_labels, cut_values,
+                                                                           config.transfer_probe_signal))
                 points = measure(information=information)  # cached trainings, U under the probed S
-                probe = {"labels": cut_labels.tolist(), "errors": cut_errors.tolist()}
+                probe = {"labels": cut_labels.tolist(), "losses": cut_losses.tolist(), "errors": cut_errors.tolist()}
             information, intercept = refit_information(information, intercept, points, config,
                                                        dataset.task_specs(problem.task_names), problem.num_images)
             rounds.append({"spent": allocation.spent, "points": points.to_json(), "transfer_probe": probe,
@@ -554,11 +557,11 @@ def _round_orders(allocation: Allocation, seed: int) -> dict[str, np.ndarray]:
 
 def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: TabaConfig, train_config: TrainConfig,
                    seed: int, workdir: str, progress: bool = False,
-                   shared_workdirs=()) -> tuple[np.ndarray, np.ndarray]:
+                   shared_workdirs=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`config.transfer_probe`: T models trained on `allocation`, model s with task s's labeled images
     cut to the fraction `config.transfer_probe` (a prefix of the round's order) and every other task's
-    kept. Returns their label counts and validation primary-metric errors, (T, T) each, row s = the
-    task cut. Cached as `<workdir>/transfer_probe.json` like `measure_curve_points`' points."""
+    kept. Returns their label counts, validation losses and primary-metric errors, (T, T) each, row s =
+    the task cut. Cached as `<workdir>/transfer_probe.json` like `measure_curve_points`' points."""
     tasks = dataset.task_specs(allocation.problem.task_names)
     names = [t.name for t in tasks]
     orders = _round_orders(allocation, seed)
@@ -566,13 +569,14 @@ def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: Ta
                 for t, order in orders.items()} for cut in names]
     labels = np.array([[len(subset[t]) for t in names] for subset in subsets], np.float64)
     cache, key, saved = _round_cache("transfer_probe.json", workdir, shared_workdirs, allocation, config,
-                                     train_config, seed, transfer_probe=config.transfer_probe)
+                                     train_config, seed, transfer_probe=config.transfer_probe,
+                                     values=("losses", "errors"))
     if saved is not None:
-        return labels, np.asarray(saved["errors"], np.float64)
-    _, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
-                                   [os.path.join(workdir, f"cut_{t}") for t in names], [], progress)
-    io_utils.write_json(cache, {"key": key, "errors": errors.tolist()})
-    return labels, errors
+        return labels, np.asarray(saved["losses"], np.float64), np.asarray(saved["errors"], np.float64)
+    losses, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
+                                        [os.path.join(workdir, f"cut_{t}") for t in names], [], progress)
+    io_utils.write_json(cache, {"key": key, "losses": losses.tolist(), "errors": errors.tolist()})
+    return labels, losses, errors
 
 
 def probe_elasticity(labels, errors, cut_labels, cut_errors) -> np.ndarray:
@@ -600,12 +604,16 @@ def affinity_from_elasticity(elasticity, labels, usable) -> np.ndarray:
     return implied
 
 
-def probed_affinity(points: CurvePoints, cut_labels, cut_errors) -> np.ndarray:
+def probed_affinity(points: CurvePoints, cut_labels, cut_values, signal: str = "error") -> np.ndarray:
     """The affinity S the information model takes from a transfer probe at the round's whole set (the
-    last of `points`): `affinity_from_elasticity` of `probe_elasticity`, in every column whose own
-    labels measurably lowered its error, clipped to [0, 1] (METHOD's range: harm is read as none);
-    0 off the diagonal where nothing was measured."""
-    elasticity = probe_elasticity(points.labels[-1], points.errors[-1], cut_labels, cut_errors)
+    last of `points`): `affinity_from_elasticity` of `probe_elasticity` of `signal` ("error": the
+    primary-metric errors, "loss": the validation losses the refit's curves are fitted to; `cut_values`
+    the probe's of the same kind), in every column whose own labels measurably lowered it, clipped to
+    [0, 1] (METHOD's range: harm is read as none); 0 off the diagonal where nothing was measured."""
+    if signal not in PROBE_SIGNALS:
+        raise ValueError(f"signal must be one of {PROBE_SIGNALS}, got {signal!r}")
+    whole = points.errors[-1] if signal == "error" else points.losses[-1]
+    elasticity = probe_elasticity(points.labels[-1], whole, cut_labels, cut_values)
     own = np.diag(elasticity)
     implied = affinity_from_elasticity(elasticity, points.labels[-1], np.isfinite(own) & (own < 0))
     affinity = np.clip(np.nan_to_num(implied, nan=0.0), 0.0, 1.0)
