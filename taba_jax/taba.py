@@ -606,16 +606,22 @@ def affinity_from_elasticity(elasticity, labels, usable) -> np.ndarray:
 
 def probed_affinity(points: CurvePoints, cut_labels, cut_values, signal: str = "error") -> np.ndarray:
     """The affinity S the information model takes from a transfer probe at the round's whole set (the
-    last of `points`): `affinity_from_elasticity` of `probe_elasticity` of `signal` ("error": the
-    primary-metric errors, "loss": the validation losses the refit's curves are fitted to; `cut_values`
-    the probe's of the same kind), in every column whose own labels measurably lowered it, clipped to
-    [0, 1] (METHOD's range: harm is read as none); 0 off the diagonal where nothing was measured."""
+    last of `points`): `readable_affinity` of `probe_elasticity` of `signal` ("error": the
+    primary-metric errors, "loss": the validation losses the refit's curves are fitted to;
+    `cut_values` the probe's of the same kind)."""
     if signal not in PROBE_SIGNALS:
         raise ValueError(f"signal must be one of {PROBE_SIGNALS}, got {signal!r}")
     whole = points.errors[-1] if signal == "error" else points.losses[-1]
-    elasticity = probe_elasticity(points.labels[-1], whole, cut_labels, cut_values)
-    own = np.diag(elasticity)
-    implied = affinity_from_elasticity(elasticity, points.labels[-1], np.isfinite(own) & (own < 0))
+    return readable_affinity(probe_elasticity(points.labels[-1], whole, cut_labels, cut_values), points.labels[-1])
+
+
+def readable_affinity(elasticity, labels) -> np.ndarray:
+    """S as the information model reads it from label elasticities b (T, T) at `labels` (T,):
+    `affinity_from_elasticity` in every column whose own labels measurably lowered its error or loss
+    (b[t, t] < 0), clipped to [0, 1] (METHOD's range: harm is read as none); 0 off the diagonal where
+    nothing was measured."""
+    own = np.diag(np.asarray(elasticity, np.float64))
+    implied = affinity_from_elasticity(elasticity, labels, np.isfinite(own) & (own < 0))
     affinity = np.clip(np.nan_to_num(implied, nan=0.0), 0.0, 1.0)
     np.fill_diagonal(affinity, 1.0)
     return affinity

@@ -1,5 +1,5 @@
 # python docs/results/probe_reliability.py measure <setting> <workdir> [repeats]  (≈ 25 min a setting on 2 cores; resumes)
-# python docs/results/probe_reliability.py  (prints markdown from docs/results/probe_reliability/, seconds)
+# python docs/results/probe_reliability.py [<workdir>]  (prints markdown from docs/results/probe_reliability/, seconds)
 """How reliable is one transfer probe (`taba.probe_transfer`), and what would make it readable?
 
 At the middle `full` budget of each setting, one allocation stands in for a round's (equal_budget at
@@ -7,13 +7,15 @@ half the budget: the exploration round spends the pilot plus half the rest that 
 training seed (a repeat: initialisation, data order and which labels a cut keeps all change, as they
 do between TABA runs), the whole-set model and the probe's T cut models are trained at f = 1/2 (the
 variant run) and f = 1/4 (a larger step, so twice the signal against the same training noise), and
-S is read from the primary-metric errors and from the validation losses (`transfer_probe_signal`).
+S is read from the primary-metric errors and from the validation losses (`transfer_probe_signal`);
+a third design fits each elasticity over the whole set and both cuts (twice the probe's trainings).
 
-Test-retest: per signal and f, the Pearson and Spearman correlations of the unclipped off-diagonal S
-(and of the elasticities b[s, t]) between every two repeats, their mean over the repeat pairs and
-settings, and by Spearman-Brown the number of repeats averaged that would reach a reliability of 0.8.
-A probe TABA can read needs a high test-retest correlation; its one-seed probe showed per-seed
-Spearman +0.10 to +0.28 against the runs' implied S (probe_analysis.py).
+Test-retest: per signal and f, the intraclass correlation ICC(1) over the repeats of the
+off-diagonal elasticities b[s, t] and of S as TABA reads it (`taba.probed_affinity`, clipped to
+[0, 1]): the share of the entries' variance that is theirs rather than the training seed's, per
+setting and over the settings' entries together, and by Spearman-Brown the number of repeats
+averaged that would reach an ICC of 0.8. A probe TABA can read needs a high ICC; one probe a run
+showed per-seed Spearman +0.10 to +0.28 against the runs' implied S (probe_analysis.py).
 """
 import importlib.util
 import itertools
@@ -22,7 +24,6 @@ import os
 import sys
 
 import numpy as np
-from scipy import stats
 
 from taba_jax import config as cfg, io_utils, taba, train, train_job
 from taba_jax.budget import BudgetProblem, allocate
@@ -31,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXPORTED = os.path.join(HERE, "probe_reliability")
 FRACTIONS = (0.5, 0.25)
 SIGNALS = ("error", "loss")
+DESIGNS = ("0.5", "0.25", "0.5+0.25")  # one cut fraction's T models, or both fractions' fitted together
 TARGET_RELIABILITY = 0.8
 
 
@@ -78,31 +80,43 @@ def measure(setting: str, workdir: str, repeats: int) -> None:
         print(f"{setting} seed {seed} done", flush=True)
 
 
-def probe_reading(record: dict, fraction: str, signal: str) -> tuple[np.ndarray, np.ndarray]:
-    """(elasticities b, unclipped S) of one repeat, both (T, T)."""
-    cut = record["cuts"][fraction]
-    whole, cut_values = (record["errors"], cut["errors"]) if signal == "error" else (record["losses"], cut["losses"])
-    elasticity = taba.probe_elasticity(record["labels"], whole, cut["labels"], cut_values)
-    own = np.diag(elasticity)
-    return elasticity, taba.affinity_from_elasticity(elasticity, record["labels"], np.isfinite(own) & (own < 0))
+def probe_elasticity(record: dict, design: str, signal: str) -> np.ndarray:
+    """b (T, T) of one repeat: from one cut fraction's models (`design` "0.5" or "0.25", as
+    `taba.probe_elasticity`), or ("0.5+0.25") the least-squares slope of log value on log n_s over
+    the whole set and s's two cuts (2T + 1 trainings instead of T + 1)."""
+    values = (lambda d: d["errors"]) if signal == "error" else (lambda d: d["losses"])
+    if design in record["cuts"]:
+        cut = record["cuts"][design]
+        return taba.probe_elasticity(record["labels"], values(record), cut["labels"], values(cut))
+    cuts = [record["cuts"][f] for f in design.split("+")]
+    whole = np.log(values(record))
+    elasticity = np.zeros((len(whole), len(whole)))
+    for s in range(len(whole)):
+        x = np.log([record["labels"][s]] + [c["labels"][s][s] for c in cuts])
+        y = np.stack([whole] + [np.log(values(c)[s]) for c in cuts])
+        x = x - x.mean()
+        elasticity[s] = x @ (y - y.mean(axis=0)) / (x @ x)
+    return elasticity
+
+
+def probe_reading(record: dict, design: str, signal: str) -> tuple[np.ndarray, np.ndarray]:
+    """(elasticities b, S as TABA reads them: `taba.readable_affinity`) of one repeat, both (T, T)."""
+    elasticity = probe_elasticity(record, design, signal)
+    return elasticity, taba.readable_affinity(elasticity, record["labels"])
 
 
 def off_diagonal(matrix: np.ndarray) -> np.ndarray:
     return matrix[~np.eye(len(matrix), dtype=bool)]
 
 
-def test_retest(records: list[dict], fraction: str, signal: str, quantity: int) -> dict:
-    """Mean Pearson and Spearman correlation of one quantity (0: b, 1: S) over every two repeats."""
-    pearson, spearman = [], []
-    for first, second in itertools.combinations(records, 2):
-        a = off_diagonal(probe_reading(first, fraction, signal)[quantity])
-        b = off_diagonal(probe_reading(second, fraction, signal)[quantity])
-        both = np.isfinite(a) & np.isfinite(b)
-        if both.sum() >= 3:
-            pearson.append(stats.pearsonr(a[both], b[both])[0])
-            spearman.append(stats.spearmanr(a[both], b[both])[0])
-    return {"pearson": float(np.mean(pearson)) if pearson else np.nan,
-            "spearman": float(np.mean(spearman)) if spearman else np.nan, "pairs": len(pearson)}
+def intraclass(values: np.ndarray) -> float:
+    """ICC(1) of `values` (repeats, entries): the share of an entry's variance over repeats that is
+    the entries' own (one-way random effects); columns with a NaN left out."""
+    values = values[:, np.isfinite(values).all(axis=0)]
+    repeats = len(values)
+    between = repeats * values.mean(axis=0).var(ddof=1)
+    within = values.var(axis=0, ddof=1).mean()
+    return float((between - within) / (between + (repeats - 1) * within))
 
 
 def repeats_needed(reliability: float) -> float:
@@ -112,37 +126,49 @@ def repeats_needed(reliability: float) -> float:
     return TARGET_RELIABILITY * (1 - reliability) / (reliability * (1 - TARGET_RELIABILITY))
 
 
+def readings(records: list[dict], design: str, signal: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over the repeats (rows): own elasticities (R, T), off-diagonal b and clipped S (R, T(T-1))."""
+    read = [probe_reading(r, design, signal) for r in sorted(records, key=lambda r: r["seed"])]
+    return (np.array([np.diag(b) for b, _ in read]), np.array([off_diagonal(b) for b, _ in read]),
+            np.array([off_diagonal(s) for _, s in read]))
+
+
 def report(folder: str) -> None:
     records = [json.load(open(os.path.join(folder, name))) for name in sorted(os.listdir(folder))
                if name.endswith(".json")]
     settings = sorted({r["setting"] for r in records})
-    print("| setting | budget | repeats | f | signal | own elasticities b[t, t] (mean ± sd over repeats) "
-          "| test-retest r of b (Pearson / Spearman) | of S | repeats for r = 0.8 (S, Pearson) |")
-    print("|---|---:|---:|---:|---|---|---:|---:|---:|")
+    repeats = min(sum(r["setting"] == s for r in records) for s in settings)
+    records = [r for r in records if r["seed"] < repeats]  # the same repeats in every setting
+    print("| setting | budget | repeats | cut to | signal | own elasticity b[t, t], mean ± sd over repeats "
+          "| ICC of b[s, t] | ICC of S |")
+    print("|---|---:|---:|---:|---|---|---:|---:|")
     pooled = {}
     for setting in settings:
         mine = [r for r in records if r["setting"] == setting]
-        for fraction, signal in itertools.product(map("{:g}".format, FRACTIONS), SIGNALS):
-            own = np.array([np.diag(probe_reading(r, fraction, signal)[0]) for r in mine])
-            b = test_retest(mine, fraction, signal, 0)
-            s = test_retest(mine, fraction, signal, 1)
-            pooled.setdefault((fraction, signal), []).append(s["pearson"])
+        for design, signal in itertools.product(DESIGNS, SIGNALS):
+            own, b, s = readings(mine, design, signal)
+            first = pooled.setdefault((design, signal), [[], []])
+            first[0].append(b)
+            first[1].append(s)
             owns = ", ".join(f"{t} {m:+.2f} ± {d:.2f}" for t, m, d in
                              zip(mine[0]["tasks"], own.mean(axis=0), own.std(axis=0, ddof=1)))
-            print(f"| {setting} | {mine[0]['budget']:g} | {len(mine)} | {fraction} | {signal} | {owns} "
-                  f"| {b['pearson']:+.2f} / {b['spearman']:+.2f} | {s['pearson']:+.2f} / {s['spearman']:+.2f} "
-                  f"| {repeats_needed(s['pearson']):.1f} |")
-    print("\nmean test-retest Pearson r of S over settings, and the repeats Spearman-Brown asks for r = 0.8:")
-    for (fraction, signal), values in pooled.items():
-        mean = float(np.nanmean(values))
-        print(f"- f = {fraction}, {signal}: r = {mean:+.2f}, repeats {repeats_needed(mean):.1f}")
+            print(f"| {setting} | {mine[0]['budget']:g} | {len(mine)} | {design} | {signal} | {owns} "
+                  f"| {intraclass(b):+.2f} | {intraclass(s):+.2f} |")
+    print(f"\nover the {len(settings)} settings' off-diagonal entries together: ICC of one probe, and the "
+          f"repeats averaged that Spearman-Brown asks for an ICC of {TARGET_RELIABILITY}:\n")
+    print("| cut to | signal | entries | ICC of b | repeats | ICC of S | repeats |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for (design, signal), (b, s) in pooled.items():
+        b, s = np.concatenate(b, axis=1), np.concatenate(s, axis=1)
+        print(f"| {design} | {signal} | {b.shape[1]} | {intraclass(b):+.2f} | {repeats_needed(intraclass(b)):.1f} "
+              f"| {intraclass(s):+.2f} | {repeats_needed(intraclass(s)):.1f} |")
 
 
 def main(argv):
     if len(argv) > 1 and argv[1] == "measure":
         measure(argv[2], argv[3], int(argv[4]) if len(argv) > 4 else 3)
     else:
-        report(EXPORTED)
+        report(argv[1] if len(argv) > 1 else EXPORTED)
 
 
 if __name__ == "__main__":
