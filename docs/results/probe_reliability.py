@@ -7,8 +7,7 @@ half the budget: the exploration round spends the pilot plus half the rest that 
 training seed (a repeat: initialisation, data order and which labels a cut keeps all change, as they
 do between TABA runs), the whole-set model and the probe's T cut models are trained at f = 1/2 (the
 variant run) and f = 1/4 (a larger step, so twice the signal against the same training noise), and
-S is read from the primary-metric errors and from the validation losses (`transfer_probe_signal`);
-a third design fits each elasticity over the whole set and both cuts (twice the probe's trainings).
+S is read from the primary-metric errors and from the validation losses (`transfer_probe_signal`).
 
 Test-retest: per signal and f, the intraclass correlation ICC(1) over the repeats of the
 off-diagonal elasticities b[s, t] and of S as TABA reads it (`taba.probed_affinity`, clipped to
@@ -32,7 +31,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXPORTED = os.path.join(HERE, "probe_reliability")
 FRACTIONS = (0.5, 0.25)
 SIGNALS = ("error", "loss")
-DESIGNS = ("0.5", "0.25", "0.5+0.25")  # one cut fraction's T models, or both fractions' fitted together
 TARGET_RELIABILITY = 0.8
 
 
@@ -80,28 +78,18 @@ def measure(setting: str, workdir: str, repeats: int) -> None:
         print(f"{setting} seed {seed} done", flush=True)
 
 
-def probe_elasticity(record: dict, design: str, signal: str) -> np.ndarray:
-    """b (T, T) of one repeat: from one cut fraction's models (`design` "0.5" or "0.25", as
-    `taba.probe_elasticity`), or ("0.5+0.25") the least-squares slope of log value on log n_s over
-    the whole set and s's two cuts (2T + 1 trainings instead of T + 1)."""
+def probe_elasticity(record: dict, fraction: str, signal: str) -> np.ndarray:
+    """b (T, T) of one repeat from one cut fraction's models (`taba.probe_elasticity`). (A least-squares
+    slope over the whole set and both cuts would be the 1/4 cut's alone: equally spaced in log n, the
+    middle point has no leverage.)"""
     values = (lambda d: d["errors"]) if signal == "error" else (lambda d: d["losses"])
-    if design in record["cuts"]:
-        cut = record["cuts"][design]
-        return taba.probe_elasticity(record["labels"], values(record), cut["labels"], values(cut))
-    cuts = [record["cuts"][f] for f in design.split("+")]
-    whole = np.log(values(record))
-    elasticity = np.zeros((len(whole), len(whole)))
-    for s in range(len(whole)):
-        x = np.log([record["labels"][s]] + [c["labels"][s][s] for c in cuts])
-        y = np.stack([whole] + [np.log(values(c)[s]) for c in cuts])
-        x = x - x.mean()
-        elasticity[s] = x @ (y - y.mean(axis=0)) / (x @ x)
-    return elasticity
+    cut = record["cuts"][fraction]
+    return taba.probe_elasticity(record["labels"], values(record), cut["labels"], values(cut))
 
 
-def probe_reading(record: dict, design: str, signal: str) -> tuple[np.ndarray, np.ndarray]:
+def probe_reading(record: dict, fraction: str, signal: str) -> tuple[np.ndarray, np.ndarray]:
     """(elasticities b, S as TABA reads them: `taba.readable_affinity`) of one repeat, both (T, T)."""
-    elasticity = probe_elasticity(record, design, signal)
+    elasticity = probe_elasticity(record, fraction, signal)
     return elasticity, taba.readable_affinity(elasticity, record["labels"])
 
 
@@ -119,6 +107,14 @@ def intraclass(values: np.ndarray) -> float:
     return float((between - within) / (between + (repeats - 1) * within))
 
 
+def intraclass_interval(values: np.ndarray, resamples: int = 2000) -> tuple[float, float]:
+    """95 % percentile interval of `intraclass` over the entries (columns) resampled with replacement."""
+    values = values[:, np.isfinite(values).all(axis=0)]
+    generator = np.random.default_rng(0)
+    draws = [intraclass(values[:, generator.integers(0, values.shape[1], values.shape[1])]) for _ in range(resamples)]
+    return tuple(np.nanpercentile(draws, [2.5, 97.5]))
+
+
 def repeats_needed(reliability: float) -> float:
     """Spearman-Brown: how many repeats averaged reach TARGET_RELIABILITY from one repeat's."""
     if not reliability > 0:
@@ -126,9 +122,9 @@ def repeats_needed(reliability: float) -> float:
     return TARGET_RELIABILITY * (1 - reliability) / (reliability * (1 - TARGET_RELIABILITY))
 
 
-def readings(records: list[dict], design: str, signal: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def readings(records: list[dict], fraction: str, signal: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Over the repeats (rows): own elasticities (R, T), off-diagonal b and clipped S (R, T(T-1))."""
-    read = [probe_reading(r, design, signal) for r in sorted(records, key=lambda r: r["seed"])]
+    read = [probe_reading(r, fraction, signal) for r in sorted(records, key=lambda r: r["seed"])]
     return (np.array([np.diag(b) for b, _ in read]), np.array([off_diagonal(b) for b, _ in read]),
             np.array([off_diagonal(s) for _, s in read]))
 
@@ -145,23 +141,24 @@ def report(folder: str) -> None:
     pooled = {}
     for setting in settings:
         mine = [r for r in records if r["setting"] == setting]
-        for design, signal in itertools.product(DESIGNS, SIGNALS):
-            own, b, s = readings(mine, design, signal)
-            first = pooled.setdefault((design, signal), [[], []])
+        for fraction, signal in itertools.product(map("{:g}".format, FRACTIONS), SIGNALS):
+            own, b, s = readings(mine, fraction, signal)
+            first = pooled.setdefault((fraction, signal), [[], []])
             first[0].append(b)
             first[1].append(s)
             owns = ", ".join(f"{t} {m:+.2f} ± {d:.2f}" for t, m, d in
                              zip(mine[0]["tasks"], own.mean(axis=0), own.std(axis=0, ddof=1)))
-            print(f"| {setting} | {mine[0]['budget']:g} | {len(mine)} | {design} | {signal} | {owns} "
+            print(f"| {setting} | {mine[0]['budget']:g} | {len(mine)} | {fraction} | {signal} | {owns} "
                   f"| {intraclass(b):+.2f} | {intraclass(s):+.2f} |")
     print(f"\nover the {len(settings)} settings' off-diagonal entries together: ICC of one probe, and the "
           f"repeats averaged that Spearman-Brown asks for an ICC of {TARGET_RELIABILITY}:\n")
-    print("| cut to | signal | entries | ICC of b | repeats | ICC of S | repeats |")
+    print("| cut to | signal | entries | ICC of b [95 % over entries] | repeats | ICC of S [95 %] | repeats |")
     print("|---:|---|---:|---:|---:|---:|---:|")
-    for (design, signal), (b, s) in pooled.items():
+    for (fraction, signal), (b, s) in pooled.items():
         b, s = np.concatenate(b, axis=1), np.concatenate(s, axis=1)
-        print(f"| {design} | {signal} | {b.shape[1]} | {intraclass(b):+.2f} | {repeats_needed(intraclass(b)):.1f} "
-              f"| {intraclass(s):+.2f} | {repeats_needed(intraclass(s)):.1f} |")
+        cells = [f"{intraclass(v):+.2f} [{low:+.2f}, {high:+.2f}] | {repeats_needed(intraclass(v)):.1f}"
+                 for v in (b, s) for low, high in [intraclass_interval(v)]]
+        print(f"| {fraction} | {signal} | {b.shape[1]} | {cells[0]} | {cells[1]} |")
 
 
 def main(argv):
