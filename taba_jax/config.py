@@ -304,7 +304,6 @@ class TrainConfig:
 
 AFFINITY_STEPS = ("normalized", "gradient")
 CURVE_FITS = ("loss", "metric")
-PROBE_SIGNALS = ("error", "loss")
 OBJECTIVES = ("relative", "delta_m", "delta_m_local")
 
 
@@ -372,10 +371,6 @@ class TabaConfig:
     # error (README "Transfer probed at the refit"; a measured deviation from METHOD.md's pilot
     # lookahead). None: the pilot's S throughout.
     transfer_probe: float | None = None
-    # What the transfer probe's elasticities are read from: "error", the primary-metric errors (as
-    # Delta_m and transfer.measure_transfer), or "loss", the validation losses the refit's curves are
-    # fitted to (README "Transfer probed at the refit").
-    transfer_probe_signal: str = "error"
     # A task whose pilot slope sits at the lower clip of gamma_range (its loss did not fall over the
     # pilot's subsets) gets at least equal_budget's labels, bought before the greedy: a flat pilot
     # curve cannot tell a task that learns late (weak's texture) from one that is learned (README,
@@ -415,8 +410,6 @@ class TabaConfig:
         require(self.transfer_probe is None or (0 < self.transfer_probe < 1 and self.rounds >= 2), "transfer_probe",
                 f"cuts one task's labels at a refit: it must be None or in (0, 1) with rounds >= 2, got "
                 f"{self.transfer_probe!r} with rounds={self.rounds!r}")
-        require(self.transfer_probe_signal in PROBE_SIGNALS, "transfer_probe_signal",
-                f"must be one of {PROBE_SIGNALS}, got {self.transfer_probe_signal!r}")
         require(self.transfer_probe is None or self.affinity is None, "transfer_probe",
                 f"measures S, which config.taba.affinity={self.affinity!r} gives: set one of them")
         require(self.objective != "delta_m_local" or self.refit_floor, "objective",

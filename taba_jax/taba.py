@@ -30,8 +30,7 @@ for tasks the pilot cannot read" and "Floor, exploration and a floor in the refi
   weights the task by what labels can still remove (relative, or in Delta_m points with "delta_m").
 - `config.transfer_probe` (with rounds > 1) replaces S at each refit by the transfer measured there:
   one more model per task with that task's labels cut, S from the label elasticities of every
-  task's error, or of its validation loss with `transfer_probe_signal="loss"` (README, "Transfer
-  probed at the refit").
+  task's error (README, "Transfer probed at the refit").
 
 Measurements (the pilot's, a round's) are cached under a key of what measures them and refitted
 under whichever config asks (`FIT_FIELDS`, `MODEL_FIELDS`), so variants share them.
@@ -54,7 +53,7 @@ import numpy as np
 from taba_jax import io_utils, rng, train
 from taba_jax.budget import Allocation, BudgetProblem, InformationModel, allocate, strategies
 from taba_jax.budget.information import curve_values, model_information
-from taba_jax.config import PROBE_SIGNALS, TabaConfig, TrainConfig, task_values, to_json
+from taba_jax.config import TabaConfig, TrainConfig, task_values, to_json
 from taba_jax.data.dataset import MultiTaskDataset
 from taba_jax.models import build_model, shared_parameters
 from taba_jax.tasks import TaskSpec
@@ -68,7 +67,7 @@ FIT_FIELDS = ("curve_fit", "objective", "local_points", "local_mix", "gamma_rang
 # Fields that shape the information model built on the measurements: left out of the keys as well (a
 # round's U is recomputed from its subsets under the asking model; the transfer probe's own trainings
 # are keyed by its fraction).
-MODEL_FIELDS = ("curve", "kappa", "transfer_cap", "transfer_probe", "transfer_probe_signal")
+MODEL_FIELDS = ("curve", "kappa", "transfer_cap", "transfer_probe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -471,9 +470,7 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
             if config.transfer_probe is not None:
                 cut_labels, cut_losses, cut_errors = probe_transfer(dataset, allocation, config, train_config, seed,
                                                                     round_workdir, progress, round_shared)
-                cut_values = cut_errors if config.transfer_probe_signal == "error" else cut_losses
-                information = information.replace(affinity=probed_affinity(points, cut_labels, cut_values,
-                                                                           config.transfer_probe_signal))
+                information = information.replace(affinity=probed_affinity(points, cut_labels, cut_errors))
                 points = measure(information=information)  # cached trainings, U under the probed S
                 probe = {"labels": cut_labels.tolist(), "losses": cut_losses.tolist(), "errors": cut_errors.tolist()}
             information, intercept = refit_information(information, intercept, points, config,
@@ -604,20 +601,17 @@ def affinity_from_elasticity(elasticity, labels, usable) -> np.ndarray:
     return implied
 
 
-def probed_affinity(points: CurvePoints, cut_labels, cut_values, signal: str = "error") -> np.ndarray:
+def probed_affinity(points: CurvePoints, cut_labels, cut_errors) -> np.ndarray:
     """The affinity S the information model takes from a transfer probe at the round's whole set (the
-    last of `points`): `readable_affinity` of `probe_elasticity` of `signal` ("error": the
-    primary-metric errors, "loss": the validation losses the refit's curves are fitted to;
-    `cut_values` the probe's of the same kind)."""
-    if signal not in PROBE_SIGNALS:
-        raise ValueError(f"signal must be one of {PROBE_SIGNALS}, got {signal!r}")
-    whole = points.errors[-1] if signal == "error" else points.losses[-1]
-    return readable_affinity(probe_elasticity(points.labels[-1], whole, cut_labels, cut_values), points.labels[-1])
+    last of `points`): `readable_affinity` of the errors' `probe_elasticity`. (The losses' elasticities
+    repeat less across training seeds: docs/results/probe_reliability.py.)"""
+    return readable_affinity(probe_elasticity(points.labels[-1], points.errors[-1], cut_labels, cut_errors),
+                             points.labels[-1])
 
 
 def readable_affinity(elasticity, labels) -> np.ndarray:
     """S as the information model reads it from label elasticities b (T, T) at `labels` (T,):
-    `affinity_from_elasticity` in every column whose own labels measurably lowered its error or loss
+    `affinity_from_elasticity` in every column whose own labels measurably lowered its error
     (b[t, t] < 0), clipped to [0, 1] (METHOD's range: harm is read as none); 0 off the diagonal where
     nothing was measured."""
     own = np.diag(np.asarray(elasticity, np.float64))

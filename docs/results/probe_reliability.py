@@ -7,14 +7,17 @@ half the budget: the exploration round spends the pilot plus half the rest that 
 training seed (a repeat: initialisation, data order and which labels a cut keeps all change, as they
 do between TABA runs), the whole-set model and the probe's T cut models are trained at f = 1/2 (the
 variant run) and f = 1/4 (a larger step, so twice the signal against the same training noise), and
-S is read from the primary-metric errors and from the validation losses (`transfer_probe_signal`).
+S is read from the primary-metric errors (as TABA does) and from the validation losses the refit's
+curves are fitted to (the probe keeps both).
 
 Test-retest: per signal and f, the intraclass correlation ICC(1) over the repeats of the
 off-diagonal elasticities b[s, t] and of S as TABA reads it (`taba.probed_affinity`, clipped to
 [0, 1]): the share of the entries' variance that is theirs rather than the training seed's, per
 setting and over the settings' entries together, and by Spearman-Brown the number of repeats
 averaged that would reach an ICC of 0.8. A probe TABA can read needs a high ICC; one probe a run
-showed per-seed Spearman +0.10 to +0.28 against the runs' implied S (probe_analysis.py).
+showed per-seed Spearman +0.10 to +0.28 against the runs' implied S (probe_analysis.py). Validity:
+the Spearman correlation of one repeat's S, and of the mean of k repeats', with the S the exported
+runs of the same cell imply (at the cell's own budget, so at about twice the probe's label counts).
 """
 import importlib.util
 import itertools
@@ -23,8 +26,10 @@ import os
 import sys
 
 import numpy as np
+from scipy import stats
 
-from taba_jax import config as cfg, io_utils, taba, train, train_job
+import transfer_analysis  # the same directory, on the path when run as a script
+from taba_jax import config as cfg, io_utils, taba, train, train_job, transfer
 from taba_jax.budget import BudgetProblem, allocate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -159,6 +164,31 @@ def report(folder: str) -> None:
         cells = [f"{intraclass(v):+.2f} [{low:+.2f}, {high:+.2f}] | {repeats_needed(intraclass(v)):.1f}"
                  for v in (b, s) for low, high in [intraclass_interval(v)]]
         print(f"| {fraction} | {signal} | {b.shape[1]} | {cells[0]} | {cells[1]} |")
+    print("\nvalidity: Spearman ρ of the probe's S with the S implied by the exported runs of the same cell:\n")
+    validity(records)
+
+
+def validity(records: list[dict]) -> None:
+    """Spearman rho of the probe's S, one repeat's or the mean of k, with the S the exported runs of
+    the same cell imply (`transfer.measure_transfer`, docs/results/transfer_analysis.py), over the
+    pairs whose runs resolve the target's own elasticity."""
+    by_cell = {}
+    for record in records:
+        by_cell.setdefault((record["setting"], record["budget"]), []).append(record)
+    for fraction, signal in itertools.product(map("{:g}".format, FRACTIONS), SIGNALS):
+        probed, implied = [], []  # per pair: the repeats' S; the runs' S
+        for (setting, budget), mine in sorted(by_cell.items()):
+            runs = transfer.measure_transfer(transfer_analysis.load(setting), budget).implied_affinity()
+            read = np.array([probe_reading(r, fraction, signal)[1] for r in sorted(mine, key=lambda r: r["seed"])])
+            resolved = np.isfinite(runs) & ~np.eye(len(runs), dtype=bool)
+            probed.extend(read[:, resolved].T)
+            implied.extend(runs[resolved])
+        probed = np.array(probed)
+        line = [f"mean of {k}: {stats.spearmanr(probed[:, :k].mean(axis=1), implied)[0]:+.2f}"
+                for k in range(2, probed.shape[1] + 1)]
+        one = [stats.spearmanr(probed[:, k], implied)[0] for k in range(probed.shape[1])]
+        print(f"- cut to {fraction}, {signal} ({len(implied)} pairs): one repeat median {np.median(one):+.2f} "
+              f"[{min(one):+.2f}, {max(one):+.2f}]; " + ", ".join(line))
 
 
 def main(argv):
