@@ -1,4 +1,4 @@
-# python docs/results/probe_reliability.py measure <setting> <workdir> [repeats]  (≈ 25 min a setting on 2 cores; resumes)
+# python docs/results/probe_reliability.py measure <setting> <workdir> [repeats]  (6–11 min a repeat on one core; resumes)
 # python docs/results/probe_reliability.py [<workdir>]  (prints markdown from docs/results/probe_reliability/, seconds)
 """How reliable is one transfer probe (`taba.probe_transfer`), and what would make it readable?
 
@@ -11,7 +11,7 @@ S is read from the primary-metric errors (as TABA does) and from the validation 
 curves are fitted to (the probe keeps both).
 
 Test-retest: per signal and f, the intraclass correlation ICC(1) over the repeats of the
-off-diagonal elasticities b[s, t] and of S as TABA reads it (`taba.probed_affinity`, clipped to
+off-diagonal elasticities b[s, t] and of S as TABA reads it (`taba.readable_affinity`, clipped to
 [0, 1]): the share of the entries' variance that is theirs rather than the training seed's, per
 setting and over the settings' entries together, and by Spearman-Brown the number of repeats
 averaged that would reach an ICC of 0.8. A probe TABA can read needs a high ICC; one probe a run
