@@ -15,7 +15,7 @@ off-diagonal elasticities b[s, t] and of S as TABA reads it (`taba.readable_affi
 [0, 1]): the share of the entries' variance that is theirs rather than the training seed's, per
 setting and over the settings' entries together, and by Spearman-Brown the number of repeats
 averaged that would reach an ICC of 0.8. A probe TABA can read needs a high ICC; one probe a run
-showed per-seed Spearman +0.10 to +0.28 against the runs' implied S (probe_analysis.py). Validity:
+showed per-seed Spearman +0.09 to +0.28 against the runs' implied S (probe_analysis.py). Validity:
 the Spearman correlation of one repeat's S, and of the mean of k repeats', with the S the exported
 runs of the same cell imply (at the cell's own budget, so at about twice the probe's label counts).
 """
