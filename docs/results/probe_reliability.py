@@ -1,8 +1,8 @@
-# python docs/results/probe_reliability.py measure <setting> <workdir> [repeats]  (6–11 min a repeat on one core; resumes)
+# python docs/results/probe_reliability.py measure <setting> <workdir> [repeats [smallest|middle|largest]]  (6–11 min a repeat on one core; resumes)
 # python docs/results/probe_reliability.py [<workdir>]  (prints markdown from docs/results/probe_reliability/, seconds)
 """How reliable is one transfer probe (`taba.probe_transfer`), and what would make it readable?
 
-At the middle `full` budget of each setting, one allocation stands in for a round's (equal_budget at
+At a `full` budget of each setting (the middle one unless asked), one allocation stands in for a round's (equal_budget at
 half the budget: the exploration round spends the pilot plus half the rest that way). For each
 training seed (a repeat: initialisation, data order and which labels a cut keeps all change, as they
 do between TABA runs), the whole-set model and the probe's T cut models are trained at f = 1/2 (the
@@ -37,6 +37,7 @@ EXPORTED = os.path.join(HERE, "probe_reliability")
 FRACTIONS = (0.5, 0.25)
 SIGNALS = ("error", "loss")
 TARGET_RELIABILITY = 0.8
+POSITIONS = ("smallest", "middle", "largest")  # a setting's `full` budgets, sorted
 
 
 def experiment_config(setting: str) -> cfg.ExperimentConfig:
@@ -58,20 +59,22 @@ def whole_set_values(dataset, allocation, train_config, seed: int, directory: st
     return [metrics[t.name]["loss"] for t in tasks], [taba.primary_error(metrics[t.name]) for t in tasks]
 
 
-def measure(setting: str, workdir: str, repeats: int) -> None:
-    """Trains what is missing for `repeats` seeds; one JSON per seed in `workdir`."""
+def measure(setting: str, workdir: str, repeats: int, position: str = "middle") -> None:
+    """Trains what is missing for `repeats` seeds at the setting's `position` budget; one JSON per
+    seed in `workdir`."""
     config = experiment_config(setting)
     dataset = train_job.load_dataset(config, workdir)
-    budget = sorted(config.budgets)[len(config.budgets) // 2]
+    budget = sorted(config.budgets)[POSITIONS.index(position)]
     problem = BudgetProblem(config.tasks, config.costs, len(dataset.train), budget / 2)
     allocation = allocate(problem, "equal_budget", seed=0)
     for seed in range(repeats):
-        path = os.path.join(workdir, f"{setting}_seed{seed}.json")
+        name = f"{setting}_b{budget:g}_seed{seed}"
+        path = os.path.join(workdir, f"{name}.json")
         if os.path.exists(path):
             continue
-        run_dir = os.path.join(workdir, f"{setting}_seed{seed}")
+        run_dir = os.path.join(workdir, name)
         losses, errors = whole_set_values(dataset, allocation, config.train, seed, os.path.join(run_dir, "whole"))
-        record = {"setting": setting, "budget": budget, "seed": seed, "tasks": list(config.tasks),
+        record = {"setting": setting, "budget": budget, "position": position, "seed": seed, "tasks": list(config.tasks),
                   "labels": allocation.labels.sum(axis=0).tolist(), "losses": losses, "errors": errors, "cuts": {}}
         for fraction in FRACTIONS:
             probe_config = cfg.TabaConfig(rounds=2, transfer_probe=fraction)
@@ -137,6 +140,15 @@ def readings(records: list[dict], fraction: str, signal: str) -> tuple[np.ndarra
 def report(folder: str) -> None:
     records = [json.load(open(os.path.join(folder, name))) for name in sorted(os.listdir(folder))
                if name.endswith(".json")]
+    for position in POSITIONS:
+        chosen = [r for r in records if r["position"] == position]
+        if chosen:
+            print(f"\n## at each setting's {position} `full` budget\n")
+            report_cells(chosen)
+
+
+def report_cells(records: list[dict]) -> None:
+    """The tables for one budget position: per setting, pooled over the settings, and validity."""
     settings = sorted({r["setting"] for r in records})
     repeats = min(sum(r["setting"] == s for r in records) for s in settings)
     records = [r for r in records if r["seed"] < repeats]  # the same repeats in every setting
@@ -193,7 +205,7 @@ def validity(records: list[dict]) -> None:
 
 def main(argv):
     if len(argv) > 1 and argv[1] == "measure":
-        measure(argv[2], argv[3], int(argv[4]) if len(argv) > 4 else 3)
+        measure(argv[2], argv[3], int(argv[4]) if len(argv) > 4 else 3, argv[5] if len(argv) > 5 else "middle")
     else:
         report(argv[1] if len(argv) > 1 else EXPORTED)
 
