@@ -307,8 +307,8 @@ def _with_delta_m_weights(information: InformationModel, intercept, pool_size: i
     return information.replace(weights=weights)
 
 
-def _validation_curves(dataset: MultiTaskDataset, tasks: list[TaskSpec], subsets: list[dict], train_config: TrainConfig,
-                       seed: int, directories: list[str], last_hooks: list, progress: bool):
+def validation_curves(dataset: MultiTaskDataset, tasks: list[TaskSpec], subsets: list[dict], train_config: TrainConfig,
+                      seed: int, directories: list[str], last_hooks: list, progress: bool):
     """One model per labeled-set dict of `subsets`, trained in its directory (`last_hooks` on the
     last); returns their validation losses and primary-metric errors, (K, T) each."""
     names = [t.name for t in tasks]
@@ -360,7 +360,7 @@ def estimate_information(dataset: MultiTaskDataset, pilot: Allocation, config: T
     probe = None if config.affinity is not None else _AffinityProbe(dataset, tasks, order, config, train_config, seed)
     subsets = [{t: np.sort(order[:size]) for t in names} for size in sizes + [n]]
     subset_sizes = sizes + [n]
-    subset_losses, subset_errors = _validation_curves(
+    subset_losses, subset_errors = validation_curves(
         dataset, tasks, subsets, train_config, seed, [os.path.join(workdir, f"pilot_{size}") for size in subset_sizes],
         [train.CallbackHook(probe, config.affinity_every)] if probe else [], progress)
     if probe is not None and not probe.values:
@@ -527,7 +527,7 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
     if saved is not None:
         measured = CurvePoints.from_json(saved["points"])
         return dataclasses.replace(measured, information=information_values)
-    losses, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
+    losses, errors = validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
                                         [os.path.join(workdir, f"subset_{f:g}") for f in fractions], [], progress)
     points = CurvePoints(labels, information_values, losses, errors)
     io_utils.write_json(cache, {"key": key, "points": points.to_json()})
@@ -570,7 +570,7 @@ def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: Ta
                                      values=("losses", "errors"))
     if saved is not None:
         return labels, np.asarray(saved["losses"], np.float64), np.asarray(saved["errors"], np.float64)
-    losses, errors = _validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
+    losses, errors = validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
                                         [os.path.join(workdir, f"cut_{t}") for t in names], [], progress)
     io_utils.write_json(cache, {"key": key, "losses": losses.tolist(), "errors": errors.tolist()})
     return labels, losses, errors

@@ -455,8 +455,8 @@ def test_auto_groups_without_an_affinity_come_from_each_pilots_measured_affinity
     config = tiny_config(strategies=("equal_budget", "taba"), seeds=(0,), budgets=(260, 520))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, groups=("auto:2",)))
     pilot_trainings = []
-    real = taba._validation_curves
-    monkeypatch.setattr(taba, "_validation_curves", lambda *a, **k: pilot_trainings.append(1) or real(*a, **k))
+    real = taba.validation_curves
+    monkeypatch.setattr(taba, "validation_curves", lambda *a, **k: pilot_trainings.append(1) or real(*a, **k))
     records = experiment.run(config, str(tmp_path), progress=False)
     assert len(records) == 4 and len(pilot_trainings) == 2  # one pilot per budget, reused by its taba run
 

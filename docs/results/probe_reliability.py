@@ -29,7 +29,7 @@ import numpy as np
 from scipy import stats
 
 import transfer_analysis  # the same directory, on the path when run as a script
-from taba_jax import config as cfg, io_utils, taba, train, train_job, transfer
+from taba_jax import config as cfg, io_utils, taba, train_job, transfer
 from taba_jax.budget import BudgetProblem, allocate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,17 +48,6 @@ def experiment_config(setting: str) -> cfg.ExperimentConfig:
     return cfg.parse(cfg.ExperimentConfig, module.get_config(f"{setting},full"))
 
 
-def whole_set_values(dataset, allocation, train_config, seed: int, directory: str) -> tuple[list, list]:
-    """Validation losses and primary-metric errors of the model trained on all of `allocation`."""
-    tasks = dataset.task_specs(allocation.problem.task_names)
-    trainer = train.Trainer(dataset, allocation.labeled_sets(), train_config, directory, seed,
-                            tasks=[t.name for t in tasks])
-    params = trainer.train(progress=False).params
-    metrics = train.evaluate(trainer.model, params, tasks, dataset.splits["validation"], train_config.eval_batch_size,
-                             with_loss=True, input_workers=train_config.input_workers)
-    return [metrics[t.name]["loss"] for t in tasks], [taba.primary_error(metrics[t.name]) for t in tasks]
-
-
 def measure(setting: str, workdir: str, repeats: int, position: str = "middle") -> None:
     """Trains what is missing for `repeats` seeds at the setting's `position` budget; one JSON per
     seed in `workdir`."""
@@ -73,9 +62,13 @@ def measure(setting: str, workdir: str, repeats: int, position: str = "middle") 
         if os.path.exists(path):
             continue
         run_dir = os.path.join(workdir, name)
-        losses, errors = whole_set_values(dataset, allocation, config.train, seed, os.path.join(run_dir, "whole"))
+        # the whole-set model, trained and read as TABA's round reads its own (`taba.validation_curves`)
+        (losses,), (errors,) = taba.validation_curves(dataset, dataset.task_specs(config.tasks),
+                                                      [allocation.labeled_sets()], config.train, seed,
+                                                      [os.path.join(run_dir, "whole")], [], False)
         record = {"setting": setting, "budget": budget, "position": position, "seed": seed, "tasks": list(config.tasks),
-                  "labels": allocation.labels.sum(axis=0).tolist(), "losses": losses, "errors": errors, "cuts": {}}
+                  "labels": allocation.labels.sum(axis=0).tolist(), "losses": losses.tolist(),
+                  "errors": errors.tolist(), "cuts": {}}
         for fraction in FRACTIONS:
             probe_config = cfg.TabaConfig(rounds=2, transfer_probe=fraction)
             cut_labels, cut_losses, cut_errors = taba.probe_transfer(dataset, allocation, probe_config, config.train,
