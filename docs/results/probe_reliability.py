@@ -83,9 +83,9 @@ def probe_elasticity(record: dict, fraction: str, signal: str) -> np.ndarray:
     """b (T, T) of one repeat from one cut fraction's models (`taba.probe_elasticity`). (A least-squares
     slope over the whole set and both cuts would be the 1/4 cut's alone: equally spaced in log n, the
     middle point has no leverage.)"""
-    values = (lambda d: d["errors"]) if signal == "error" else (lambda d: d["losses"])
+    values = "errors" if signal == "error" else "losses"
     cut = record["cuts"][fraction]
-    return taba.probe_elasticity(record["labels"], values(record), cut["labels"], values(cut))
+    return taba.probe_elasticity(record["labels"], record[values], cut["labels"], cut[values])
 
 
 def probe_reading(record: dict, fraction: str, signal: str) -> tuple[np.ndarray, np.ndarray]:
@@ -153,9 +153,9 @@ def report_cells(records: list[dict]) -> None:
         mine = [r for r in records if r["setting"] == setting]
         for fraction, signal in itertools.product(map("{:g}".format, FRACTIONS), SIGNALS):
             own, b, s = readings(mine, fraction, signal)
-            first = pooled.setdefault((fraction, signal), [[], []])
-            first[0].append(b)
-            first[1].append(s)
+            elasticities, affinities = pooled.setdefault((fraction, signal), ([], []))
+            elasticities.append(b)
+            affinities.append(s)
             owns = ", ".join(f"{t} {m:+.2f} ± {d:.2f}" for t, m, d in
                              zip(mine[0]["tasks"], own.mean(axis=0), own.std(axis=0, ddof=1)))
             print(f"| {setting} | {mine[0]['budget']:g} | {len(mine)} | {fraction} | {signal} | {owns} "
