@@ -1,8 +1,8 @@
 """The README's commands and code, run in the order written (with tiny sizes), so it cannot drift."""
 import os
 import re
-import subprocess
-import sys
+
+from in_process import run_launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Appended to each launcher command: small data and models, so the whole README runs in minutes.
@@ -37,7 +37,7 @@ def test_readme_commands_and_code_run_in_order(tmp_path):
     launched = set()
     for language, code in blocks:
         code = code.replace("/tmp/taba", str(tmp_path))
-        if language == "python":  # in this process, which has compiled much of it already
+        if language == "python":  # in this process, like the launchers
             exec(compile(code, "README.md python block", "exec"), {"__name__": "__readme__"})
             continue
         for command in bash_commands(code):
@@ -46,8 +46,7 @@ def test_readme_commands_and_code_run_in_order(tmp_path):
             args = command.split()
             assert args[0] == "python" and args[1] in TINY, f"README command this test does not know: {command}"
             launched.add(args[1])
-            result = subprocess.run([sys.executable, *args[1:], *TINY[args[1]]], cwd=ROOT, capture_output=True,
-                                    text=True, timeout=600)
+            result = run_launcher(*args[1:], *TINY[args[1]])  # as `python ...` would, in this process
             assert result.returncode == 0, f"README command failed: {command}\n{result.stderr[-3000:]}"
     assert launched == set(TINY)
     assert (tmp_path / "taba" / "results.json").exists() and (tmp_path / "summary.md").exists()

@@ -1,9 +1,8 @@
 import importlib.util
 import os
-import subprocess
-import sys
 
 import numpy as np
+from in_process import run_launcher as run_script
 
 from taba_jax.budget import Allocation
 
@@ -11,8 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def run_launcher(*args):
-    return subprocess.run([sys.executable, "launch/allocate.py", "--config=configs/allocate.py", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return run_script("launch/allocate.py", "--config=configs/allocate.py", *args)
 
 
 def test_allocate_writes_file_and_prints_summary_and_the_information_model(tmp_path):

@@ -1,11 +1,10 @@
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from in_process import run_launcher as run_script
 
 from taba_jax.budget import Allocation
 from taba_jax.mtl.grouping import select_groups
@@ -17,9 +16,8 @@ TINY = ["--config.num_images=100", "--config.image_size=16", "--config.train.num
 
 
 def run_launcher(workdir, *args, tiny=True):
-    return subprocess.run([sys.executable, "launch/train.py", "--config=configs/synthetic.py",
-                           f"--workdir={workdir}", *(TINY if tiny else []), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return run_script("launch/train.py", "--config=configs/synthetic.py", f"--workdir={workdir}",
+                      *(TINY if tiny else []), *args)
 
 
 def test_strategy_then_allocation_file_with_reference(tmp_path):
@@ -104,9 +102,8 @@ def test_workdir_that_is_a_file_or_cannot_be_made(tmp_path):
 
 
 def test_allocation_of_another_pool_or_tasks_is_refused(tmp_path):
-    allocate = subprocess.run([sys.executable, "launch/allocate.py", "--config=configs/allocate.py",
-                               f"--out={tmp_path / 'a.npz'}", "--config.strategy=equal_budget",
-                               "--config.num_images=500"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    allocate = run_script("launch/allocate.py", "--config=configs/allocate.py", f"--out={tmp_path / 'a.npz'}",
+                          "--config.strategy=equal_budget", "--config.num_images=500")
     assert allocate.returncode == 0, allocate.stderr
     result = run_launcher(tmp_path / "w", f"--config.allocation={tmp_path / 'a.npz'}")
     assert result.returncode == 1 and "allocates a pool of 500 images, the train split has 80" in result.stderr
