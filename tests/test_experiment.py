@@ -16,6 +16,7 @@ from taba_jax import executors, experiment, io_utils, report, taba
 from taba_jax.budget import Allocation
 from taba_jax.mtl.grouping import select_groups
 from taba_jax.errors import ConfigError
+from in_process import run_launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SPEC = importlib.util.spec_from_file_location("experiment_config", os.path.join(ROOT, "configs", "experiment.py"))
@@ -194,15 +195,14 @@ def test_killed_runner_leaves_no_torn_line_and_resumes(tmp_path):
     assert 2 <= len(lines) < 6
     with open(results, "a") as f:
         f.write('{"setting": "geometry", "strat')  # as if the kill had torn the next line
-    finished = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finished = run_launcher(*args[1:])  # resumed in this process: only the kill needed a process of its own
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"{len(lines)} already finished" in finished.stdout and "cut off a torn last line" in finished.stdout
     records = io_utils.read_jsonl(results)
     assert len(records) == 6 and len({experiment.ExperimentRecord.from_json(r).key for r in records}) == 6
     assert [json.dumps(r, sort_keys=True) for r in records[:len(lines)]] == lines
     assert results.read_text().count("\n") == 6
-    summary = subprocess.run([sys.executable, "launch/summarize.py", f"--workdirs={tmp_path}",
-                              f"--out={tmp_path / 'summary.md'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    summary = run_launcher("launch/summarize.py", f"--workdirs={tmp_path}", f"--out={tmp_path / 'summary.md'}")
     assert summary.returncode == 0, summary.stderr
     assert "| geometry | 260 | equal_budget |" in (tmp_path / "summary.md").read_text()
 
