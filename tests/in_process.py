@@ -6,8 +6,8 @@ compiled. The script runs as `__main__` through its own `cli.run`, with its outp
 exit status (or an uncaught exception's traceback and status 1) returned like a process's. The
 flags the launcher defines (in the script, through taba_jax, and its config's overrides) are
 removed and absl's flags reset afterwards, so launchers can run one after another; flags of
-libraries it imported stay, with their modules. Tests that need a real process (several processes, an environment of their own) keep
-`subprocess`.
+libraries it imported stay, with their modules. Tests that need a real process (several processes,
+an environment of their own, a signal) keep `subprocess`.
 """
 import contextlib
 import io

@@ -2,9 +2,9 @@ import importlib.util
 import os
 
 import numpy as np
-from in_process import run_launcher as run_script
 
 from taba_jax.budget import Allocation
+from in_process import run_launcher as run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -4,10 +4,10 @@ import os
 
 import numpy as np
 import pytest
-from in_process import run_launcher as run_script
 
 from taba_jax.budget import Allocation
 from taba_jax.mtl.grouping import select_groups
+from in_process import run_launcher as run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config.num_images=100", "--config.image_size=16", "--config.train.num_steps=4",
