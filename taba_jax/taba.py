@@ -528,7 +528,7 @@ def measure_curve_points(dataset: MultiTaskDataset, allocation: Allocation, info
         measured = CurvePoints.from_json(saved["points"])
         return dataclasses.replace(measured, information=information_values)
     losses, errors = validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
-                                        [os.path.join(workdir, f"subset_{f:g}") for f in fractions], [], progress)
+                                       [os.path.join(workdir, f"subset_{f:g}") for f in fractions], [], progress)
     points = CurvePoints(labels, information_values, losses, errors)
     io_utils.write_json(cache, {"key": key, "points": points.to_json()})
     return points
@@ -571,7 +571,7 @@ def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: Ta
     if saved is not None:
         return labels, np.asarray(saved["losses"], np.float64), np.asarray(saved["errors"], np.float64)
     losses, errors = validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
-                                        [os.path.join(workdir, f"cut_{t}") for t in names], [], progress)
+                                       [os.path.join(workdir, f"cut_{t}") for t in names], [], progress)
     io_utils.write_json(cache, {"key": key, "losses": losses.tolist(), "errors": errors.tolist()})
     return labels, losses, errors
 

@@ -2,8 +2,9 @@
 # python docs/results/probe_reliability.py [<workdir>]  (prints markdown from docs/results/probe_reliability/, seconds)
 """How reliable is one transfer probe (`taba.probe_transfer`), and what would make it readable?
 
-At a `full` budget of each setting (the middle one unless asked), one allocation stands in for a round's (equal_budget at
-half the budget: the exploration round spends the pilot plus half the rest that way). For each
+At a `full` budget of each setting (the middle one unless asked), one allocation stands in for a
+round's (equal_budget at half the budget: the exploration round spends the pilot plus half the rest
+that way). For each
 training seed (a repeat: initialisation, data order and which labels a cut keeps all change, as they
 do between TABA runs), the whole-set model and the probe's T cut models are trained at f = 1/2 (the
 variant run) and f = 1/4 (a larger step, so twice the signal against the same training noise), and
