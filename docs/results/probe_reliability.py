@@ -199,7 +199,10 @@ def validity(records: list[dict]) -> None:
 
 def main(argv):
     if len(argv) > 1 and argv[1] == "measure":
-        measure(argv[2], argv[3], int(argv[4]) if len(argv) > 4 else 3, argv[5] if len(argv) > 5 else "middle")
+        position = argv[5] if len(argv) > 5 else "middle"
+        if position not in POSITIONS:
+            sys.exit(f"error: budget position must be one of {', '.join(POSITIONS)}, got {position!r}")
+        measure(argv[2], argv[3], int(argv[4]) if len(argv) > 4 else 3, position)
     else:
         report(argv[1] if len(argv) > 1 else EXPORTED)
 
