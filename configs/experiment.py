@@ -93,6 +93,12 @@ TABA_VARIANTS = {
     "explore_floor_refit_floor_probed_transfer_delta_m_half_local": {
         "rounds": 2, "explore": "equal_budget", "flat_slope_floor": True, "refit_floor": True,
         "transfer_probe": 0.5, "objective": "delta_m_local", "local_points": 2, "local_mix": 0.5},
+    # the same with the probe that repeats (README "How much one transfer probe repeats"): each task's labels
+    # cut to a quarter, S the mean of four probes with their own training seeds (15-19 trainings a refit)
+    "explore_floor_refit_floor_probed_quarter_x4_delta_m_half_local": {
+        "rounds": 2, "explore": "equal_budget", "flat_slope_floor": True, "refit_floor": True,
+        "transfer_probe": 0.25, "transfer_probe_repeats": 4, "objective": "delta_m_local", "local_points": 2,
+        "local_mix": 0.5},
     "explore_floor_refit_floor_cap_half": {"rounds": 2, "explore": "equal_budget", "flat_slope_floor": True,
                                            "refit_floor": True, "transfer_cap": 0.5},
 }

@@ -371,6 +371,11 @@ class TabaConfig:
     # error (README "Transfer probed at the refit"; a measured deviation from METHOD.md's pilot
     # lookahead). None: the pilot's S throughout.
     transfer_probe: float | None = None
+    # With transfer_probe: the probe is trained this many times, the first at the run's seed against the
+    # round's whole-set model, each further one with its own training seed and whole-set model, and S is
+    # the mean of their readings: one probe's S repeats across training seeds with an intraclass
+    # correlation of 0.2-0.5 (README "How much one transfer probe repeats"). 1: one probe.
+    transfer_probe_repeats: int = 1
     # A task whose pilot slope sits at the lower clip of gamma_range (its loss did not fall over the
     # pilot's subsets) gets at least equal_budget's labels, bought before the greedy: a flat pilot
     # curve cannot tell a task that learns late (weak's texture) from one that is learned (README,
@@ -410,6 +415,9 @@ class TabaConfig:
         require(self.transfer_probe is None or (0 < self.transfer_probe < 1 and self.rounds >= 2), "transfer_probe",
                 f"cuts one task's labels at a refit: it must be None or in (0, 1) with rounds >= 2, got "
                 f"{self.transfer_probe!r} with rounds={self.rounds!r}")
+        repeats = self.transfer_probe_repeats
+        require(repeats >= 1 and (repeats == 1 or self.transfer_probe is not None), "transfer_probe_repeats", f"repeats the transfer probe: it must be a positive integer, above 1 only with transfer_probe set, "
+                f"got {repeats!r} with transfer_probe={self.transfer_probe!r}")
         require(self.transfer_probe is None or self.affinity is None, "transfer_probe",
                 f"measures S, which config.taba.affinity={self.affinity!r} gives: set one of them")
         require(self.objective != "delta_m_local" or self.refit_floor, "objective",

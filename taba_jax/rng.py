@@ -24,6 +24,7 @@ STREAMS = {
     "adashare_policy": 10,  # AdaShare's Gumbel-softmax policy samples (JAX key, folded with the step)
     "round_subsets": 11,    # TABA in rounds: order of a round's nested per-task subsets (path: task)
     "top_up": 12,           # TABA's floor for flat tasks: which images get the added labels
+    "probe_repeat": 13,     # TABA's transfer probe: the training seed of each repeat after the first (path: repeat)
 }
 
 

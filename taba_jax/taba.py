@@ -30,7 +30,8 @@ for tasks the pilot cannot read" and "Floor, exploration and a floor in the refi
   weights the task by what labels can still remove (relative, or in Delta_m points with "delta_m").
 - `config.transfer_probe` (with rounds > 1) replaces S at each refit by the transfer measured there:
   one more model per task with that task's labels cut, S from the label elasticities of every
-  task's error (README, "Transfer probed at the refit").
+  task's error (README, "Transfer probed at the refit"); `config.transfer_probe_repeats` averages S
+  over that many probes with their own training seeds.
 
 Measurements (the pilot's, a round's) are cached under a key of what measures them and refitted
 under whichever config asks (`FIT_FIELDS`, `MODEL_FIELDS`), so variants share them.
@@ -67,7 +68,7 @@ FIT_FIELDS = ("curve_fit", "objective", "local_points", "local_mix", "gamma_rang
 # Fields that shape the information model built on the measurements: left out of the keys as well (a
 # round's U is recomputed from its subsets under the asking model; the transfer probe's own trainings
 # are keyed by its fraction).
-MODEL_FIELDS = ("curve", "kappa", "transfer_cap", "transfer_probe")
+MODEL_FIELDS = ("curve", "kappa", "transfer_cap", "transfer_probe", "transfer_probe_repeats")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -468,11 +469,11 @@ def run(problem: BudgetProblem, dataset: MultiTaskDataset | None, config: TabaCo
                                         progress=progress, shared_workdirs=round_shared)
             points, probe = measure(information=information), None
             if config.transfer_probe is not None:
-                cut_labels, cut_losses, cut_errors = probe_transfer(dataset, allocation, config, train_config, seed,
-                                                                    round_workdir, progress, round_shared)
-                information = information.replace(affinity=probed_affinity(points, cut_labels, cut_errors))
+                probes = transfer_probes(dataset, allocation, points, config, train_config, seed, round_workdir,
+                                         progress, round_shared)
+                information = information.replace(affinity=probed_affinity(probes))
                 points = measure(information=information)  # cached trainings, U under the probed S
-                probe = {"labels": cut_labels.tolist(), "losses": cut_losses.tolist(), "errors": cut_errors.tolist()}
+                probe = [p.to_json() for p in probes]
             information, intercept = refit_information(information, intercept, points, config,
                                                        dataset.task_specs(problem.task_names), problem.num_images)
             rounds.append({"spent": allocation.spent, "points": points.to_json(), "transfer_probe": probe,
@@ -552,6 +553,83 @@ def _round_orders(allocation: Allocation, seed: int) -> dict[str, np.ndarray]:
             for index, t in enumerate(allocation.problem.task_names)}
 
 
+@dataclasses.dataclass(frozen=True)
+class TransferProbe:
+    """One transfer probe at a round's allocation, all its models trained with one training seed: the
+    whole-set model's label counts, validation losses and primary-metric errors (T,) and those of the
+    T cut models (T, T), row s = task s cut (`probe_transfer`)."""
+
+    seed: int
+    labels: np.ndarray
+    losses: np.ndarray
+    errors: np.ndarray
+    cut_labels: np.ndarray
+    cut_losses: np.ndarray
+    cut_errors: np.ndarray
+
+    def affinity(self) -> np.ndarray:
+        """S as this probe reads it: `readable_affinity` of the errors' `probe_elasticity`. (The
+        losses' elasticities repeat less across training seeds: docs/results/probe_reliability.py.)"""
+        return readable_affinity(probe_elasticity(self.labels, self.errors, self.cut_labels, self.cut_errors),
+                                 self.labels)
+
+    def to_json(self) -> dict:
+        return {field.name: np.asarray(getattr(self, field.name)).tolist() for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TransferProbe:
+        return cls(int(data["seed"]), *(np.asarray(data[field.name], np.float64)
+                                         for field in dataclasses.fields(cls)[1:]))
+
+
+def probe_seed(seed: int, repeat: int) -> int:
+    """The training seed of the transfer probe's `repeat` (0: the run's own `seed`)."""
+    return seed if repeat == 0 else int(rng.numpy_rng(seed, "probe_repeat", repeat).integers(2**31 - 1))
+
+
+def transfer_probes(dataset: MultiTaskDataset, allocation: Allocation, points: CurvePoints, config: TabaConfig,
+                    train_config: TrainConfig, seed: int, workdir: str, progress: bool = False,
+                    shared_workdirs=()) -> list[TransferProbe]:
+    """`config.transfer_probe_repeats` transfer probes at a round's `allocation`: the first with the
+    run's `seed` against the round's whole-set model (the last of `points`), its cuts in `workdir`;
+    each further one with its own training seed (`probe_seed`: initialisation, data order and which
+    labels a cut keeps all change), its whole-set model and cuts in `<workdir>/probe_repeat<r>`,
+    cached like the cuts."""
+    probes = []
+    for repeat in range(config.transfer_probe_repeats):
+        repeat_seed = probe_seed(seed, repeat)
+        folder, shared = workdir, list(shared_workdirs)
+        if repeat:
+            folder = os.path.join(workdir, f"probe_repeat{repeat}")
+            shared = [os.path.join(other, f"probe_repeat{repeat}") for other in shared_workdirs]
+            whole = whole_set_validation(dataset, allocation, config, train_config, repeat_seed, folder, progress,
+                                         shared)
+        else:
+            whole = points.labels[-1], points.losses[-1], points.errors[-1]
+        cuts = probe_transfer(dataset, allocation, config, train_config, repeat_seed, folder, progress, shared)
+        probes.append(TransferProbe(repeat_seed, *whole, *cuts))
+    return probes
+
+
+def whole_set_validation(dataset: MultiTaskDataset, allocation: Allocation, config: TabaConfig,
+                         train_config: TrainConfig, seed: int, workdir: str, progress: bool = False,
+                         shared_workdirs=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One model trained on all of `allocation` with `seed`, as a round's largest curve point is:
+    its label counts, validation losses and primary-metric errors (T,) each. Cached as
+    `<workdir>/whole.json` like the round's points."""
+    tasks = dataset.task_specs(allocation.problem.task_names)
+    labels = allocation.labels.sum(axis=0).astype(np.float64)
+    cache, key, saved = _round_cache("whole.json", workdir, shared_workdirs, allocation, config, train_config, seed,
+                                     values=("losses", "errors"))
+    if saved is not None:
+        return labels, np.asarray(saved["losses"], np.float64), np.asarray(saved["errors"], np.float64)
+    (losses,), (errors,) = validation_curves(dataset, tasks, [allocation.labeled_sets()],
+                                             _estimation_train_config(train_config), seed,
+                                             [os.path.join(workdir, "whole")], [], progress)
+    io_utils.write_json(cache, {"key": key, "losses": losses.tolist(), "errors": errors.tolist()})
+    return labels, losses, errors
+
+
 def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: TabaConfig, train_config: TrainConfig,
                    seed: int, workdir: str, progress: bool = False,
                    shared_workdirs=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -601,12 +679,10 @@ def affinity_from_elasticity(elasticity, labels, usable) -> np.ndarray:
     return implied
 
 
-def probed_affinity(points: CurvePoints, cut_labels, cut_errors) -> np.ndarray:
-    """The affinity S the information model takes from a transfer probe at the round's whole set (the
-    last of `points`): `readable_affinity` of the errors' `probe_elasticity`. (The losses' elasticities
-    repeat less across training seeds: docs/results/probe_reliability.py.)"""
-    return readable_affinity(probe_elasticity(points.labels[-1], points.errors[-1], cut_labels, cut_errors),
-                             points.labels[-1])
+def probed_affinity(probes: list[TransferProbe]) -> np.ndarray:
+    """The affinity S the information model takes from a round's transfer probes: the mean of their
+    readings (`TransferProbe.affinity`)."""
+    return np.mean([probe.affinity() for probe in probes], axis=0)
 
 
 def readable_affinity(elasticity, labels) -> np.ndarray:

@@ -87,6 +87,10 @@ def parse_train_job(**overrides):
     ("taba__transfer_probe", 0.5, "config.taba.transfer_probe: cuts one task's labels at a refit: it must be None "
                                   "or in (0, 1) with rounds >= 2, got 0.5 with rounds=1"),
     ("taba__transfer_probe", 1.0, "config.taba.transfer_probe: cuts one task's labels at a refit"),
+    ("taba__transfer_probe_repeats", 4, "config.taba.transfer_probe_repeats: repeats the transfer probe: it must be a "
+                                        "positive integer, above 1 only with transfer_probe set, got 4 with "
+                                        "transfer_probe=None"),
+    ("taba__transfer_probe_repeats", 0, "config.taba.transfer_probe_repeats: repeats the transfer probe"),
     ("taba__gamma_shrinkage", 1.5, "config.taba.gamma_shrinkage: must be in [0, 1], got 1.5"),
     ("taba__objective", "mean", "config.taba.objective: must be one of ('relative', 'delta_m', 'delta_m_local'), got 'mean'"),
     ("taba__local_points", 2, "config.taba.local_points: counts the points of objective 'delta_m_local''s line: it "

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import types
 
@@ -177,28 +178,40 @@ def test_a_round_measured_by_another_variant_is_reused_when_only_the_fit_or_the_
     np.testing.assert_allclose(fourth["points"]["information"], fourth["points"]["labels"], rtol=1e-6)
 
 
+def known_probe(labels, elasticity, seed=0):
+    """A TransferProbe whose errors follow e_t = prod_s n_s^b[s, t] exactly, each task's labels halved in its cut."""
+    labels = np.asarray(labels, np.float64)
+    cut_labels = np.where(np.eye(len(labels), dtype=bool), labels / 2, labels)  # row s: task s's labels halved
+    errors, cut_errors = np.exp(np.log(labels) @ elasticity), np.exp(np.log(cut_labels) @ elasticity)
+    return taba.TransferProbe(seed, labels, np.ones_like(labels), errors, cut_labels, np.ones_like(cut_labels),
+                              cut_errors)
+
+
 def test_a_transfer_probe_recovers_known_elasticities_and_their_affinity():
     elasticity = np.array([[-0.4, -0.1, 0.05], [0.0, -0.3, -0.2], [-0.05, 0.0, -0.5]])  # b[s, t]
-    labels = np.array([100.0, 200.0, 400.0])
-    cut_labels = np.where(np.eye(3, dtype=bool), labels / 2, labels)  # row s: task s's labels halved
-    errors, cut_errors = np.exp(np.log(labels) @ elasticity), np.exp(np.log(cut_labels) @ elasticity)
-    np.testing.assert_allclose(taba.probe_elasticity(labels, errors, cut_labels, cut_errors), elasticity, atol=1e-12)
-    points = taba.CurvePoints(np.stack([labels / 2, labels]), np.stack([labels / 2, labels]), np.ones((2, 3)),
-                              np.stack([2 * errors, errors]))
+    probe = known_probe([100.0, 200.0, 400.0], elasticity)
+    labels, errors, cut_labels = probe.labels, probe.errors, probe.cut_labels
+    np.testing.assert_allclose(taba.probe_elasticity(labels, errors, cut_labels, probe.cut_errors), elasticity,
+                               atol=1e-12)
     # S[s, t] = b[s, t] / b[t, t] * n_t / n_s, harm (b > 0) read as none, 1 on the diagonal
     expected = np.array([[1.0, 0.1 / 0.3 * 2, 0.0], [0.0, 1.0, 0.2 / 0.5 * 2], [0.05 / 0.4 / 4, 0.0, 1.0]])
-    np.testing.assert_allclose(taba.probed_affinity(points, cut_labels, cut_errors), expected, atol=1e-12)
+    np.testing.assert_allclose(taba.probed_affinity([probe]), expected, atol=1e-12)
+    assert taba.TransferProbe.from_json(json.loads(json.dumps(probe.to_json()))).to_json() == probe.to_json()
     # a task whose own labels did not lower its error gives no unit: its column stays 0 off the diagonal
     flat = elasticity.copy()
     flat[2, 2] = 0.02
-    affinity = taba.probed_affinity(points, cut_labels, np.exp(np.log(cut_labels) @ flat) * errors
-                                    / np.exp(np.log(labels) @ flat))
-    np.testing.assert_array_equal(affinity[:, 2], [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(known_probe(labels, flat).affinity()[:, 2], [0.0, 0.0, 1.0])
+    # repeats: S is the mean of the probes' readings, each read at its own whole-set model
+    other = known_probe(labels, elasticity * 1.5, seed=1)  # the same transfer, steeper: the same S
+    weaker = known_probe(labels, elasticity * np.where(np.eye(3), 1.0, 0.5), seed=2)  # half the cross-elasticities
+    np.testing.assert_allclose(taba.probed_affinity([probe, other]), expected, atol=1e-12)
+    np.testing.assert_allclose(taba.probed_affinity([probe, weaker]), (expected + weaker.affinity()) / 2, atol=1e-12)
+    np.testing.assert_allclose(weaker.affinity(), np.where(np.eye(3), 1.0, expected / 2), atol=1e-12)
     # a cut that removed none of the task's labels, or left none, measures nothing
     for kept in (labels[1], 0.0):
         cut = cut_labels.copy()
         cut[1, 1] = kept
-        measured = taba.probe_elasticity(labels, errors, cut, cut_errors)
+        measured = taba.probe_elasticity(labels, errors, cut, probe.cut_errors)
         assert np.isnan(measured[1]).all() and np.isfinite(np.delete(measured, 1, axis=0)).all()
 
 
@@ -215,13 +228,13 @@ def test_transfer_probe_cuts_each_task_once_and_takes_the_round_s_affinity_from_
     assert len(trainings) == 3  # the pilot and the round's subsets shared: one model per task cut
     (round2,) = probed.info["taba"]["rounds"]
     points = taba.CurvePoints.from_json(round2["points"])
-    cut_labels, cut_losses, cut_errors = (np.array(round2["transfer_probe"][k]) for k in ("labels", "losses", "errors"))
-    assert cut_losses.shape == (3, 3) and not np.allclose(cut_losses, cut_errors)  # kept for analyses
-    np.testing.assert_array_equal(np.diag(cut_labels), np.round(points.labels[-1] / 2))
+    (probe,) = (taba.TransferProbe.from_json(p) for p in round2["transfer_probe"])
+    assert probe.seed == 3 and probe.cut_losses.shape == (3, 3) and not np.allclose(probe.cut_losses, probe.cut_errors)
+    np.testing.assert_array_equal(probe.errors, points.errors[-1])  # read against the round's whole-set model
+    np.testing.assert_array_equal(np.diag(probe.cut_labels), np.round(points.labels[-1] / 2))
     off = ~np.eye(3, dtype=bool)
-    np.testing.assert_array_equal(cut_labels[off], np.broadcast_to(points.labels[-1], (3, 3))[off])
-    affinity = taba.probed_affinity(points, cut_labels, cut_errors)
-    np.testing.assert_allclose(information.affinity, affinity, atol=1e-6)
+    np.testing.assert_array_equal(probe.cut_labels[off], np.broadcast_to(points.labels[-1], (3, 3))[off])
+    np.testing.assert_allclose(information.affinity, probe.affinity(), atol=1e-6)
     # the round's U is that of the probed S (the explored set's cached points, U under the asking model)
     pilot = taba.pilot_allocation(problem, taba.pilot_size(problem, 0.1), 3)
     pilot_cost = problem.cost_of(pilot.labels)
@@ -233,9 +246,23 @@ def test_transfer_probe_cuts_each_task_once_and_takes_the_round_s_affinity_from_
     np.testing.assert_allclose(points.information, under_probed_s.information, rtol=1e-6)
     assert len(trainings) == 3 and problem.budget - 1 < probed.spent <= problem.budget
 
+    # two repeats: the first shared with the single probe, the second trains its own whole set and cuts
+    repeated, repeated_information = taba.run(problem, dataset, dataclasses.replace(config, transfer_probe_repeats=2),
+                                              tiny_train_config(8), 3, str(tmp_path / "repeats"),
+                                              shared_workdirs=[str(tmp_path / "explore"), str(tmp_path / "probe")])
+    assert len(trainings) == 3 + 4
+    first, second = (taba.TransferProbe.from_json(p) for p in repeated.info["taba"]["rounds"][0]["transfer_probe"])
+    assert first.to_json() == probe.to_json() and second.seed == taba.probe_seed(3, 1) != 3
+    np.testing.assert_array_equal(second.labels, points.labels[-1])
+    assert not np.allclose(second.errors, probe.errors) and not np.allclose(second.cut_errors, probe.cut_errors)
+    np.testing.assert_allclose(repeated_information.affinity, (probe.affinity() + second.affinity()) / 2, atol=1e-6)
+
     monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("the probe's trainings were not cached"))
     again, _ = taba.run(problem, dataset, config, tiny_train_config(8), 3, str(tmp_path / "probe"))
     np.testing.assert_array_equal(again.labels, probed.labels)
+    again, _ = taba.run(problem, dataset, dataclasses.replace(config, transfer_probe_repeats=2), tiny_train_config(8),
+                        3, str(tmp_path / "repeats"))
+    np.testing.assert_array_equal(again.labels, repeated.labels)
 
 
 def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_trainings(dataset, tmp_path,
