@@ -265,12 +265,16 @@ def greedy_allocate(problem: BudgetProblem, information: info_lib.InformationMod
     else:  # the common case: nothing bought yet, one pattern, no sort of the pool needed
         patterns0, counts0, inverse = start[:1], np.array([num_images]), None
     num_initial = len(counts0)
-    capacity = num_initial + min(2 ** num_tasks, max_patterns)
+    # Where the whole pattern space fits in max_patterns, the initial groups are padded to it (empty
+    # groups, no images): the compiled search then has one shape per task count, whatever `initial`
+    # holds (TABA's rounds start from allocations with different numbers of patterns).
+    padded = 2 ** num_tasks if 2 ** num_tasks <= max_patterns else num_initial
+    capacity = padded + min(2 ** num_tasks, max_patterns)
     patterns = np.zeros((capacity, num_tasks), bool)
     patterns[:num_initial] = patterns0
     counts = np.zeros(capacity, np.int32)
     counts[:num_initial] = counts0
-    flow = np.zeros((num_initial, capacity), np.int32)
+    flow = np.zeros((padded, capacity), np.int32)
     flow[np.arange(num_initial), np.arange(num_initial)] = counts0
     state = SearchState(jnp.asarray(patterns), jnp.asarray(counts), jnp.asarray(flow),
                         jnp.zeros(num_tasks, jnp.int32), jnp.zeros((), jnp.int32))
@@ -289,9 +293,9 @@ def greedy_allocate(problem: BudgetProblem, information: info_lib.InformationMod
     state = search(state._replace(added=jnp.zeros(num_tasks, jnp.int32)), information, remainder, costs32,
                    all_tasks, step_fraction, max_chunk)
     if max_exchanges:
-        state = exchange(state, information, remainder, costs32, jnp.asarray(patterns0), max_exchanges,
+        state = exchange(state, information, remainder, costs32, jnp.asarray(patterns[:padded]), max_exchanges,
                          step_fraction, max_chunk)
-    labels = _assign_images(start, inverse, np.asarray(state.patterns), np.asarray(state.flow), seed)
+    labels = _assign_images(start, inverse, np.asarray(state.patterns), np.asarray(state.flow)[:num_initial], seed)
     _undo_float32_overspend(problem, labels, start, np.array(state.added), seed)
     choice = int(choice)
     allocation = Allocation(labels, problem, strategy_name, seed, {

@@ -164,3 +164,22 @@ def test_a_sweep_over_transfer_caps_compiles_the_search_once():
     loose = greedy_allocate(problem, model.replace(transfer_cap=5.0), seed=0, max_exchanges=0)
     assert greedy.search_with_safeguard._cache_size() == compiled  # the cap is traced, not baked in
     assert tight.counts[0] > loose.counts[0]  # and still honoured: a tighter cap buys more of the expensive A
+
+
+def test_initial_allocations_with_any_number_of_patterns_share_one_compiled_search():
+    problem, model = random_instance(7, 3, 200, integer_costs=True)
+    problem = BudgetProblem(problem.task_names, problem.costs, 200, 500.0)  # small: the exchange search runs too
+    pilot = np.zeros((200, 3), bool)
+    pilot[:5] = True
+    explored = pilot.copy()
+    explored[5:10, 0] = True
+    mixed = (np.random.default_rng(0).random((200, 3)) < 0.5) & (np.arange(200) < 12)[:, None]
+    initials = [np.zeros((200, 3), bool), pilot, explored, mixed]
+    compiled = None
+    for initial in initials:
+        allocation = greedy_allocate(problem, model, initial=initial, seed=1)
+        assert (allocation.labels >= initial).all() and allocation.spent <= problem.budget
+        sizes = greedy.search_with_safeguard._cache_size(), greedy.exchange._cache_size()
+        assert compiled is None or sizes == compiled, [len(unique_patterns(i)[1]) for i in initials]
+        compiled = sizes
+    assert len({len(unique_patterns(initial)[1]) for initial in initials}) == 4  # 1, 2, 3 and more patterns
