@@ -265,10 +265,10 @@ def greedy_allocate(problem: BudgetProblem, information: info_lib.InformationMod
     else:  # the common case: nothing bought yet, one pattern, no sort of the pool needed
         patterns0, counts0, inverse = start[:1], np.array([num_images]), None
     num_initial = len(counts0)
-    # Where the whole pattern space fits in max_patterns, the initial groups are padded to it (empty
-    # groups, no images): the compiled search then has one shape per task count, whatever `initial`
-    # holds (TABA's rounds start from allocations with different numbers of patterns).
-    padded = 2 ** num_tasks if 2 ** num_tasks <= max_patterns else num_initial
+    # Given an initial allocation, its groups are padded to the whole pattern space where that fits in
+    # max_patterns (empty groups, no images): the compiled search then has one shape per task count,
+    # whatever `initial` holds (TABA's rounds start from allocations with different numbers of patterns).
+    padded = 2 ** num_tasks if start.any() and 2 ** num_tasks <= max_patterns else num_initial
     capacity = padded + min(2 ** num_tasks, max_patterns)
     patterns = np.zeros((capacity, num_tasks), bool)
     patterns[:num_initial] = patterns0
