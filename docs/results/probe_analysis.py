@@ -1,4 +1,4 @@
-# python docs/results/probe_analysis.py  (from the repository root; prints markdown, a few seconds)
+# python docs/results/probe_analysis.py [averaged]  (from the repository root; prints markdown, a few seconds)
 """TABA with transfer probed at the refit (`transfer_probe`) against the half mix it extends.
 
 The two variants share the pilot, the exploration round and its refit trainings at every (budget,
@@ -8,8 +8,12 @@ worth (the half mix gives no credit at all). Per cell: the paired Delta_m differ
 mix and the pre-registered heuristic (docs/results/confirm_*), the labels each bought, and the probed
 S of the pairs beside the pilots' lookahead S and the S implied by all the exported runs of the cell
 (docs/results/transfer_analysis.py).
+
+With `averaged`: the same for the variant whose probe cuts to a quarter and averages S over four
+probes with their own training seeds (`transfer_probe_repeats`), also against the single probe.
 """
 import collections
+import sys
 
 import numpy as np
 from scipy import stats
@@ -18,30 +22,34 @@ import transfer_analysis  # the same directory, on the path when run as a script
 from confirm_analysis import BUDGETS, CONFIRMATION, by_seed, differences, heuristic, interval, load, mean_over_cells
 from taba_jax import transfer
 
-PROBED = transfer_analysis.LATER[0]  # the variant read here; transfer_analysis leaves it out
+SINGLE, AVERAGED = transfer_analysis.LATER  # the variants read here; transfer_analysis leaves them out
 HALF_MIX = CONFIRMATION["variant"]
 
 
-def main():
+def main(argv):
+    probed_variant = AVERAGED if argv[1:] == ["averaged"] else SINGLE
     confirm = {s: load("confirm", s) for s in BUDGETS}
     cells = [(s, b) for s, budgets in BUDGETS.items() for b in budgets]
-    versus = {name: {} for name in ("half mix", "heuristic")}
-    print("| setting | budget | seeds | probed Δm | − half mix | − heuristic | labels (probed / half mix) |")
-    print("|---|---:|---|---:|---:|---:|---|")
+    others = {"half mix": HALF_MIX, **({"single probe": SINGLE} if probed_variant == AVERAGED else {})}
+    versus = {name: {} for name in (*others, "heuristic")}
+    print(f"| setting | budget | seeds | probed Δm | {' | '.join(f'− {name}' for name in versus)} "
+          "| labels (probed / half mix) |")
+    print(f"|---|---:|---|---:|{'---:|' * len(versus)}---|")
     for setting, budget in cells:
-        runs = by_seed(confirm[setting], budget, (PROBED, HALF_MIX, heuristic(setting, budget)))
+        compared = {**others, "heuristic": heuristic(setting, budget)}
+        runs = by_seed(confirm[setting], budget, (probed_variant, *compared.values()))
         if not runs:
             continue
-        versus["half mix"][setting, budget] = differences(confirm[setting], budget, PROBED, HALF_MIX)
-        versus["heuristic"][setting, budget] = differences(confirm[setting], budget, PROBED, heuristic(setting, budget))
+        for name, other in compared.items():
+            versus[name][setting, budget] = differences(confirm[setting], budget, probed_variant, other)
         seeds = sorted(runs)
-        probed = [r[PROBED].delta_m for r in runs.values()]
-        tasks = runs[seeds[0]][PROBED].tasks
-        labels = ", ".join(f"{t} {np.mean([r[PROBED].labels[t] for r in runs.values()]):.0f} / "
+        probed = [r[probed_variant].delta_m for r in runs.values()]
+        tasks = runs[seeds[0]][probed_variant].tasks
+        labels = ", ".join(f"{t} {np.mean([r[probed_variant].labels[t] for r in runs.values()]):.0f} / "
                            f"{np.mean([r[HALF_MIX].labels[t] for r in runs.values()]):.0f}" for t in tasks)
+        paired = " | ".join(interval([versus[name][setting, budget][s] for s in seeds]) for name in versus)
         print(f"| {setting} | {budget} | {seeds[0]}–{seeds[-1]} ({len(seeds)}) | {np.mean(probed):.2f} "
-              f"| {interval([versus['half mix'][setting, budget][s] for s in seeds])} "
-              f"| {interval([versus['heuristic'][setting, budget][s] for s in seeds])} | {labels} |")
+              f"| {paired} | {labels} |")
     for name, per_cell in versus.items():
         for label, chosen in (("all", BUDGETS), ("tag and geometry", CONFIRMATION["settings"])):
             diffs = [d for (setting, _), d in per_cell.items() if setting in chosen]
@@ -56,7 +64,7 @@ def main():
     probed_all, pilots_all, implied_all = [], [], []
     per_seed = collections.defaultdict(list)  # seed -> [(its probed S, implied S)]: what one run's greedy read
     for setting, budget in cells:
-        records = [r for r in confirm[setting] if r.budget == budget and r.strategy == PROBED and r.taba]
+        records = [r for r in confirm[setting] if r.budget == budget and r.strategy == probed_variant and r.taba]
         if not records:
             continue
         tasks = records[0].tasks
@@ -92,4 +100,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv)

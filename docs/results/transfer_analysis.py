@@ -21,7 +21,8 @@ SETTINGS = ("tag", "weak", "geometry")
 PILOT_STRATEGY = "taba:explore_floor_refit_floor_no_transfer"  # whose records carry the pilot's S
 # run after this analysis with an S of its own (docs/results/probe_analysis.py): left out, so that the
 # implied S that variant's S is compared with is measured on other runs
-LATER = ("taba:explore_floor_refit_floor_probed_transfer_delta_m_half_local",)
+LATER = ("taba:explore_floor_refit_floor_probed_transfer_delta_m_half_local",
+         "taba:explore_floor_refit_floor_probed_quarter_x4_delta_m_half_local")
 
 
 def load(setting):
