@@ -416,7 +416,8 @@ class TabaConfig:
                 f"cuts one task's labels at a refit: it must be None or in (0, 1) with rounds >= 2, got "
                 f"{self.transfer_probe!r} with rounds={self.rounds!r}")
         repeats = self.transfer_probe_repeats
-        require(repeats >= 1 and (repeats == 1 or self.transfer_probe is not None), "transfer_probe_repeats", f"repeats the transfer probe: it must be a positive integer, above 1 only with transfer_probe set, "
+        require(repeats >= 1 and (repeats == 1 or self.transfer_probe is not None), "transfer_probe_repeats",
+                f"repeats the transfer probe: it must be a positive integer, above 1 only with transfer_probe set, "
                 f"got {repeats!r} with transfer_probe={self.transfer_probe!r}")
         require(self.transfer_probe is None or self.affinity is None, "transfer_probe",
                 f"measures S, which config.taba.affinity={self.affinity!r} gives: set one of them")

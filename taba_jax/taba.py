@@ -67,7 +67,7 @@ FIT_FIELDS = ("curve_fit", "objective", "local_points", "local_mix", "gamma_rang
               "flat_slope_floor", "refit_floor", "rounds", "explore")
 # Fields that shape the information model built on the measurements: left out of the keys as well (a
 # round's U is recomputed from its subsets under the asking model; the transfer probe's own trainings
-# are keyed by its fraction).
+# are keyed by its fraction and each repeat's seed).
 MODEL_FIELDS = ("curve", "kappa", "transfer_cap", "transfer_probe", "transfer_probe_repeats")
 
 
