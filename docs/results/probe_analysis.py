@@ -63,10 +63,13 @@ def main(argv):
     print("|---|---|---:|---:|---:|")
     probed_all, pilots_all, implied_all = [], [], []
     per_seed = collections.defaultdict(list)  # seed -> [(its probed S, implied S)]: what one run's greedy read
+    single_per_seed = collections.defaultdict(list)  # the same for the single probe, on the same cells and seeds
     for setting, budget in cells:
         records = [r for r in confirm[setting] if r.budget == budget and r.strategy == probed_variant and r.taba]
         if not records:
             continue
+        single = {r.seed: np.array(r.taba["affinity"]) for r in confirm[setting]
+                  if r.budget == budget and r.strategy == SINGLE and r.taba}
         tasks = records[0].tasks
         probed = np.array([r.taba["affinity"] for r in records])
         seeds = [r.seed for r in records]
@@ -84,6 +87,8 @@ def main(argv):
                     implied_all.append(implied[s, t])
                     for seed, value in zip(seeds, values):
                         per_seed[seed].append((value, implied[s, t]))
+                        if probed_variant != SINGLE and seed in single:
+                            single_per_seed[seed].append((single[seed][s, t], implied[s, t]))
                 if values.max() == 0 and not (np.isfinite(implied[s, t]) and abs(implied[s, t]) >= 0.1):
                     continue  # nothing probed and nothing measured: left out of the table
                 print(f"| {setting} {budget} | {source} → {target} | {values.mean():.2f} [{values.min():.2f}, "
@@ -94,9 +99,12 @@ def main(argv):
               "implied S: " + "; ".join(f"{name} {rho:+.2f} (p {p:.3f})" for name, (rho, p) in (
                   ("mean probed S", stats.spearmanr(probed_all, implied_all)),
                   ("pilots' S", stats.spearmanr(pilots_all, implied_all)))))
-        single = [stats.spearmanr(*zip(*pairs))[0] for seed, pairs in sorted(per_seed.items()) if len(pairs) > 2]
-        print(f"one seed's probed S (what its greedy read), Spearman ρ with the implied S per seed: median "
-              f"{np.median(single):+.2f}, range [{min(single):+.2f}, {max(single):+.2f}] over {len(single)} seeds")
+        for name, pairs_of in (("", per_seed), (" (the single probe on the same cells and seeds)", single_per_seed)):
+            rhos = [stats.spearmanr(*zip(*pairs))[0] for seed, pairs in sorted(pairs_of.items()) if len(pairs) > 2]
+            if rhos:
+                print(f"one seed's probed S (what its greedy read){name}, Spearman ρ with the implied S per seed: "
+                      f"median {np.median(rhos):+.2f}, range [{min(rhos):+.2f}, {max(rhos):+.2f}] over "
+                      f"{len(rhos)} seeds")
 
 
 if __name__ == "__main__":
