@@ -215,7 +215,8 @@ def test_a_transfer_probe_recovers_known_elasticities_and_their_affinity():
         assert np.isnan(measured[1]).all() and np.isfinite(np.delete(measured, 1, axis=0)).all()
 
 
-def test_transfer_probe_cuts_each_task_once_and_takes_the_round_s_affinity_from_it(dataset, tmp_path, monkeypatch):
+def test_transfer_probe_cuts_each_task_once_takes_the_round_s_affinity_from_it_and_repeats_average_it(dataset, tmp_path,
+                                                                                                        monkeypatch):
     problem = BudgetProblem(dataset.task_names, [10.0, 3.0, 1.0], len(dataset.train), 1400.0)
     explore = dict(rounds=2, explore="equal_budget", subset_fractions=(0.5,))
     run_taba(problem, dataset, tiny_taba_config(**explore), 3, str(tmp_path / "explore"))
