@@ -617,17 +617,27 @@ def whole_set_validation(dataset: MultiTaskDataset, allocation: Allocation, conf
     """One model trained on all of `allocation` with `seed`, as a round's largest curve point is:
     its label counts, validation losses and primary-metric errors (T,) each. Cached as
     `<workdir>/whole.json` like the round's points."""
-    tasks = dataset.task_specs(allocation.problem.task_names)
-    labels = allocation.labels.sum(axis=0).astype(np.float64)
-    cache, key, saved = _round_cache("whole.json", workdir, shared_workdirs, allocation, config, train_config, seed,
-                                     values=("losses", "errors"))
+    (losses,), (errors,) = _cached_validation("whole.json", dataset, allocation, [allocation.labeled_sets()],
+                                              ["whole"], config, train_config, seed, workdir, progress,
+                                              shared_workdirs)
+    return allocation.labels.sum(axis=0).astype(np.float64), losses, errors
+
+
+def _cached_validation(name: str, dataset: MultiTaskDataset, allocation: Allocation, subsets: list[dict],
+                       folders: list[str], config: TabaConfig, train_config: TrainConfig, seed: int, workdir: str,
+                       progress: bool, shared_workdirs, **measured) -> tuple[np.ndarray, np.ndarray]:
+    """`validation_curves` of models trained on `subsets` of a round's `allocation` (in `<workdir>/<folder>`),
+    cached as `<workdir>/<name>` under `_round_cache`'s key (with `measured`), or read from there or
+    from a folder of `shared_workdirs`: their validation losses and primary-metric errors, (K, T) each."""
+    cache, key, saved = _round_cache(name, workdir, shared_workdirs, allocation, config, train_config, seed,
+                                     **measured, values=("losses", "errors"))
     if saved is not None:
-        return labels, np.asarray(saved["losses"], np.float64), np.asarray(saved["errors"], np.float64)
-    (losses,), (errors,) = validation_curves(dataset, tasks, [allocation.labeled_sets()],
-                                             _estimation_train_config(train_config), seed,
-                                             [os.path.join(workdir, "whole")], [], progress)
+        return np.asarray(saved["losses"], np.float64), np.asarray(saved["errors"], np.float64)
+    losses, errors = validation_curves(dataset, dataset.task_specs(allocation.problem.task_names), subsets,
+                                       _estimation_train_config(train_config), seed,
+                                       [os.path.join(workdir, folder) for folder in folders], [], progress)
     io_utils.write_json(cache, {"key": key, "losses": losses.tolist(), "errors": errors.tolist()})
-    return labels, losses, errors
+    return losses, errors
 
 
 def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: TabaConfig, train_config: TrainConfig,
@@ -637,20 +647,14 @@ def probe_transfer(dataset: MultiTaskDataset, allocation: Allocation, config: Ta
     cut to the fraction `config.transfer_probe` (a prefix of the round's order) and every other task's
     kept. Returns their label counts, validation losses and primary-metric errors, (T, T) each, row s =
     the task cut. Cached as `<workdir>/transfer_probe.json` like `measure_curve_points`' points."""
-    tasks = dataset.task_specs(allocation.problem.task_names)
-    names = [t.name for t in tasks]
+    names = allocation.problem.task_names
     orders = _round_orders(allocation, seed)
     subsets = [{t: np.sort(order[:int(round(config.transfer_probe * len(order)))] if t == cut else order)
                 for t, order in orders.items()} for cut in names]
     labels = np.array([[len(subset[t]) for t in names] for subset in subsets], np.float64)
-    cache, key, saved = _round_cache("transfer_probe.json", workdir, shared_workdirs, allocation, config,
-                                     train_config, seed, transfer_probe=config.transfer_probe,
-                                     values=("losses", "errors"))
-    if saved is not None:
-        return labels, np.asarray(saved["losses"], np.float64), np.asarray(saved["errors"], np.float64)
-    losses, errors = validation_curves(dataset, tasks, subsets, _estimation_train_config(train_config), seed,
-                                       [os.path.join(workdir, f"cut_{t}") for t in names], [], progress)
-    io_utils.write_json(cache, {"key": key, "losses": losses.tolist(), "errors": errors.tolist()})
+    losses, errors = _cached_validation("transfer_probe.json", dataset, allocation, subsets,
+                                        [f"cut_{t}" for t in names], config, train_config, seed, workdir, progress,
+                                        shared_workdirs, transfer_probe=config.transfer_probe)
     return labels, losses, errors
 
 
