@@ -68,8 +68,8 @@ def main(argv):
         records = [r for r in confirm[setting] if r.budget == budget and r.strategy == probed_variant and r.taba]
         if not records:
             continue
-        single = {r.seed: np.array(r.taba["affinity"]) for r in confirm[setting]
-                  if r.budget == budget and r.strategy == SINGLE and r.taba}
+        single = {r.seed: np.array(r.taba["affinity"]) for r in confirm[setting] if probed_variant != SINGLE
+                  and r.budget == budget and r.strategy == SINGLE and r.taba}
         tasks = records[0].tasks
         probed = np.array([r.taba["affinity"] for r in records])
         seeds = [r.seed for r in records]
@@ -87,7 +87,7 @@ def main(argv):
                     implied_all.append(implied[s, t])
                     for seed, value in zip(seeds, values):
                         per_seed[seed].append((value, implied[s, t]))
-                        if probed_variant != SINGLE and seed in single:
+                        if seed in single:
                             single_per_seed[seed].append((single[seed][s, t], implied[s, t]))
                 if values.max() == 0 and not (np.isfinite(implied[s, t]) and abs(implied[s, t]) >= 0.1):
                     continue  # nothing probed and nothing measured: left out of the table
