@@ -628,11 +628,13 @@ def _cached_validation(name: str, dataset: MultiTaskDataset, allocation: Allocat
                        progress: bool, shared_workdirs, **measured) -> tuple[np.ndarray, np.ndarray]:
     """`validation_curves` of models trained on `subsets` of a round's `allocation` (in `<workdir>/<folder>`),
     cached as `<workdir>/<name>` under `_round_cache`'s key (with `measured`), or read from there or
-    from a folder of `shared_workdirs`: their validation losses and primary-metric errors, (K, T) each."""
+    from a folder of `shared_workdirs`: their validation losses and primary-metric errors, (K, T) each.
+    A cache of one model may hold them as (T,) (how `whole_set_validation` wrote them before)."""
     cache, key, saved = _round_cache(name, workdir, shared_workdirs, allocation, config, train_config, seed,
                                      **measured, values=("losses", "errors"))
     if saved is not None:
-        return np.asarray(saved["losses"], np.float64), np.asarray(saved["errors"], np.float64)
+        return tuple(np.asarray(saved[values], np.float64).reshape(len(subsets), -1)
+                     for values in ("losses", "errors"))
     losses, errors = validation_curves(dataset, dataset.task_specs(allocation.problem.task_names), subsets,
                                        _estimation_train_config(train_config), seed,
                                        [os.path.join(workdir, folder) for folder in folders], [], progress)

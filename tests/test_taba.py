@@ -261,9 +261,15 @@ def test_transfer_probe_cuts_each_task_once_takes_the_round_s_affinity_from_it_a
     monkeypatch.setattr(train.Trainer, "train", lambda *a, **k: pytest.fail("the probe's trainings were not cached"))
     again, _ = taba.run(problem, dataset, config, tiny_train_config(8), 3, str(tmp_path / "probe"))
     np.testing.assert_array_equal(again.labels, probed.labels)
+    # a whole-set cache in the one-model layout, (T,) per value as the sweeps' caches hold it, reads the same
+    whole_cache = tmp_path / "repeats" / "round2" / "probe_repeat1" / "whole.json"
+    saved = json.loads(whole_cache.read_text())
+    assert np.shape(saved["losses"]) == (1, 3)
+    whole_cache.write_text(json.dumps({**saved, "losses": saved["losses"][0], "errors": saved["errors"][0]}))
     again, _ = taba.run(problem, dataset, dataclasses.replace(config, transfer_probe_repeats=2), tiny_train_config(8),
                         3, str(tmp_path / "repeats"))
     np.testing.assert_array_equal(again.labels, repeated.labels)
+    assert again.info["taba"]["rounds"][0]["transfer_probe"] == repeated.info["taba"]["rounds"][0]["transfer_probe"]
 
 
 def test_rounds_refit_on_the_labels_reached_stay_within_budget_and_reuse_their_trainings(dataset, tmp_path,
