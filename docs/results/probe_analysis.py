@@ -28,7 +28,7 @@ HALF_MIX = CONFIRMATION["variant"]
 
 def main(argv):
     probed_variant = AVERAGED if argv[1:] == ["averaged"] else SINGLE
-    confirm = {s: load("confirm", s) for s in BUDGETS}
+    confirm = {s: [r for r in load("confirm", s) if r.seed in transfer_analysis.SEEDS] for s in BUDGETS}
     cells = [(s, b) for s, budgets in BUDGETS.items() for b in budgets]
     others = {"half mix": HALF_MIX, **({"single probe": SINGLE} if probed_variant == AVERAGED else {})}
     versus = {name: {} for name in (*others, "heuristic")}
