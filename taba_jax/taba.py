@@ -633,8 +633,8 @@ def _cached_validation(name: str, dataset: MultiTaskDataset, allocation: Allocat
     cache, key, saved = _round_cache(name, workdir, shared_workdirs, allocation, config, train_config, seed,
                                      **measured, values=("losses", "errors"))
     if saved is not None:
-        return tuple(np.asarray(saved[values], np.float64).reshape(len(subsets), -1)
-                     for values in ("losses", "errors"))
+        return tuple(np.asarray(saved[field], np.float64).reshape(len(subsets), -1)
+                     for field in ("losses", "errors"))
     losses, errors = validation_curves(dataset, dataset.task_specs(allocation.problem.task_names), subsets,
                                        _estimation_train_config(train_config), seed,
                                        [os.path.join(workdir, folder) for folder in folders], [], progress)
