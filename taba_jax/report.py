@@ -65,6 +65,21 @@ def paired_difference(records: list[ExperimentRecord], strategy: str, other: str
     return PairedDifference(mean, low, high, len(differences), needed)
 
 
+# Beyond this many seeds the count only says "the mean is about 0"; the verdict says that instead.
+MAX_SEEDS_SHOWN = 1000
+
+
+def _verdict(variant: str, diff: PairedDifference) -> str:
+    """The paired table's verdict: real (and which way), or how many seeds would resolve it."""
+    if diff.real:
+        return f"**real**: {variant} " + ("better" if diff.mean > 0 else "worse")
+    if diff.seeds_to_resolve is None:
+        return "no difference"
+    if diff.seeds_to_resolve > MAX_SEEDS_SHOWN:
+        return f"not resolved (> {MAX_SEEDS_SHOWN} seeds needed)"
+    return f"not resolved (≈ {diff.seeds_to_resolve} seeds needed)"
+
+
 def mean_interval(values) -> tuple[float, float, float]:
     """Mean of `values` (at least 2) and its 95 % t-interval: (mean, low, high)."""
     from scipy import stats
@@ -209,11 +224,8 @@ def markdown(records: list[ExperimentRecord], title: str, tasks: list[str], refe
                     diff = paired_difference(records, variant, other, b)
                     if diff is None:
                         continue
-                    verdict = (f"**real**: {variant} " + ("better" if diff.mean > 0 else "worse")) if diff.real \
-                        else f"not resolved (≈ {diff.seeds_to_resolve} seeds needed)" if diff.seeds_to_resolve \
-                        else "no difference"
                     lines.append(f"| {b:g} | {variant} | {other} | {diff.mean:+.2f} | [{diff.low:+.2f}, "
-                                 f"{diff.high:+.2f}] | {diff.seeds} | {verdict} |")
+                                 f"{diff.high:+.2f}] | {diff.seeds} | {_verdict(variant, diff)} |")
     lines += _oracle_lines(records, strategies, budgets)
     taba_runs = _taba_runs(records)
     if taba_runs:

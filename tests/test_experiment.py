@@ -245,6 +245,15 @@ def test_paired_difference_cancels_seed_noise_and_says_when_it_is_real():
     assert "| 100 | taba | random_pairs | +0.50 |" in text and "not resolved (≈ 6 seeds needed)" in text
 
 
+def test_a_difference_of_about_zero_says_more_than_a_thousand_seeds_instead_of_a_huge_count():
+    # Differences +1, -1, +1, -1 + 1e-9: the mean is 2.5e-10, so (1.96 sd / mean)^2 is about 1e19.
+    records = [record("taba", s, d) for s, d in enumerate([1.0, -1.0, 1.0, -1.0 + 1e-9])]
+    records += [record("equal_budget", s, 0.0) for s in range(4)]
+    assert report.paired_difference(records, "taba", "equal_budget", 100.0).seeds_to_resolve > 10**15
+    text = report.markdown(records, "t", ["a"])
+    assert f"not resolved (> {report.MAX_SEEDS_SHOWN} seeds needed)" in text
+
+
 def test_taba_is_set_against_the_best_heuristic_on_the_seeds_taba_ran():
     # equal_budget also ran seed 2, where it did badly: that seed must not make TABA look better.
     records = [record("taba", s, -5.0) for s in (0, 1)] + [record("equal_budget", s, -4.0) for s in (0, 1)]
