@@ -80,12 +80,14 @@ def _verdict(variant: str, diff: PairedDifference) -> str:
     return f"not resolved (≈ {diff.seeds_to_resolve} seeds needed)"
 
 
-def mean_interval(values) -> tuple[float, float, float]:
-    """Mean of `values` (at least 2) and its 95 % t-interval: (mean, low, high)."""
+def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of `values` (at least 2) and its t-interval at `confidence`: (mean, low, high)."""
     from scipy import stats
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     values = np.asarray(values, np.float64)
     mean, n = float(values.mean()), len(values)
-    half = float(stats.t.ppf(0.975, n - 1)) * float(values.std(ddof=1)) / np.sqrt(n)
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * float(values.std(ddof=1)) / np.sqrt(n)
     return mean, mean - half, mean + half
 
 

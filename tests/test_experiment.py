@@ -245,6 +245,16 @@ def test_paired_difference_cancels_seed_noise_and_says_when_it_is_real():
     assert "| 100 | taba | random_pairs | +0.50 |" in text and "not resolved (≈ 6 seeds needed)" in text
 
 
+def test_mean_interval_widens_with_confidence_and_rejects_a_level_outside_0_1():
+    values = [1.0, 2.0, 3.0, 4.0]  # mean 2.5, sd 1.291, n 4
+    mean, low, high = report.mean_interval(values)
+    assert mean == pytest.approx(2.5) and high - mean == pytest.approx(3.182 * 1.291 / 2, rel=1e-3)
+    _, low_strict, high_strict = report.mean_interval(values, 0.975)
+    assert high_strict - mean == pytest.approx(4.177 * 1.291 / 2, rel=1e-3) and low_strict < low
+    with pytest.raises(ValueError, match="confidence"):
+        report.mean_interval(values, 95)
+
+
 def test_a_difference_of_about_zero_says_more_than_a_thousand_seeds_instead_of_a_huge_count():
     # Differences +1, -1, +1, -1 + 1e-9: the mean is 2.5e-10, so (1.96 sd / mean)^2 is about 1e19.
     records = [record("taba", s, d) for s, d in enumerate([1.0, -1.0, 1.0, -1.0 + 1e-9])]

@@ -65,14 +65,7 @@ def heuristic(setting, budget):
 
 def interval(values, confidence=0.95):
     """Mean and t-interval at `confidence`, marked real when it excludes 0."""
-    if confidence == 0.95:
-        mean, low, high = report.mean_interval(values)
-    else:
-        from scipy import stats
-        values = np.asarray(values, np.float64)
-        mean = float(values.mean())
-        half = float(stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-        low, high = mean - half, mean + half
+    mean, low, high = report.mean_interval(values, confidence)
     level = "" if confidence == 0.95 else f" ({confidence:.1%})"
     return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]{level}" + (" real" if low > 0 or high < 0 else "")
 
