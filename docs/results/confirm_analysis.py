@@ -240,7 +240,8 @@ def local_cells(fresh, cells, variant):
 def confirmation(records_by_setting, cells, registration, title="confirmation"):
     """A pre-registered confirmation (CONFIRMATION, EXTENSION): per cell, the variant against the
     heuristic and no_transfer on its new seeds and on all held-out seeds, then the mean over the cells
-    on each seed set (only the seeds every cell ran)."""
+    on each seed set (only the seeds every cell ran), its interval at the registration's
+    `<seeds|held_out>_confidence` (default 95 %)."""
     variant = registration["variant"]
     print(f"\n{title}, {variant.removeprefix('taba:')} on {', '.join(dict.fromkeys(setting for setting, _ in cells))}:")
     print("\n| setting | budget | seeds | − heuristic | − no_transfer | seeds | − heuristic | − no_transfer |")
