@@ -265,10 +265,16 @@ def greedy_allocate(problem: BudgetProblem, information: info_lib.InformationMod
     else:  # the common case: nothing bought yet, one pattern, no sort of the pool needed
         patterns0, counts0, inverse = start[:1], np.array([num_images]), None
     num_initial = len(counts0)
-    # Given an initial allocation, its groups are padded to the whole pattern space where that fits in
-    # max_patterns (empty groups, no images): the compiled search then has one shape per task count,
-    # whatever `initial` holds (TABA's rounds start from allocations with different numbers of patterns).
-    padded = 2 ** num_tasks if start.any() and 2 ** num_tasks <= max_patterns else num_initial
+    # Given an initial allocation, its groups are padded with empty groups (no images) to the whole
+    # pattern space where that fits in max_patterns, else to the next power of two: the compiled search
+    # then has one shape per task count, or a few (many tasks), whatever `initial` holds (TABA's rounds
+    # start from allocations with different numbers of patterns).
+    if not start.any():
+        padded = num_initial
+    elif 2 ** num_tasks <= max_patterns:
+        padded = 2 ** num_tasks
+    else:
+        padded = 1 << (num_initial - 1).bit_length()
     capacity = padded + min(2 ** num_tasks, max_patterns)
     patterns = np.zeros((capacity, num_tasks), bool)
     patterns[:num_initial] = patterns0

@@ -183,3 +183,22 @@ def test_initial_allocations_with_any_number_of_patterns_share_one_compiled_sear
         assert compiled is None or sizes == compiled, [len(unique_patterns(i)[1]) for i in initials]
         compiled = sizes
     assert len({len(unique_patterns(initial)[1]) for initial in initials}) == 3  # 2, 3 and more patterns
+
+
+def test_initial_allocations_share_a_compiled_search_per_power_of_two_of_patterns_beyond_max_patterns():
+    # 4 tasks: the pattern space (16) exceeds max_patterns (8), so groups are padded to a power of two.
+    problem, model = random_instance(8, 4, 100, integer_costs=True)
+    problem = BudgetProblem(problem.task_names, problem.costs, 100, 200.0)
+    initials = []
+    for labeled in (2, 3):  # image i labels task i alone: 3 and 4 patterns with the unlabeled rest
+        initial = np.zeros((100, 4), bool)
+        initial[np.arange(labeled), np.arange(labeled)] = True
+        initials.append(initial)
+    compiled = None
+    for initial in initials:
+        allocation = greedy_allocate(problem, model, initial=initial, seed=1, max_patterns=8, max_exchanges=0)
+        assert (allocation.labels >= initial).all() and allocation.spent <= problem.budget
+        size = greedy.search_with_safeguard._cache_size()
+        assert compiled is None or size == compiled
+        compiled = size
+    assert [len(unique_patterns(i)[1]) for i in initials] == [3, 4]
