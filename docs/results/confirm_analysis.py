@@ -55,6 +55,7 @@ EXTENSION = {**CONFIRMATION, "seeds": tuple(range(28, 36)), "held_out": tuple(ra
 # on tag and geometry for real only if the mean's 97.5 % interval over 20-47 excludes 0.
 EXTENSION_2 = {**CONFIRMATION, "seeds": tuple(range(36, 48)), "held_out": tuple(range(20, 48)),
                "held_out_confidence": 0.975}
+CONFIDENCE = 0.95  # every interval's level, unless a registration names its own
 LEARNED = 0.8  # texture counts as learned below this fraction of the mean predictor's test error
 PRE_REGISTERED = {("geometry", 4000): "equal_count_disjoint", ("geometry", 10000): "equal_count_disjoint"}
 
@@ -63,10 +64,10 @@ def heuristic(setting, budget):
     return PRE_REGISTERED.get((setting, budget), "equal_budget")
 
 
-def interval(values, confidence=0.95):
+def interval(values, confidence=CONFIDENCE):
     """Mean and t-interval at `confidence`, marked real when it excludes 0."""
     mean, low, high = report.mean_interval(values, confidence)
-    level = "" if confidence == 0.95 else f" ({confidence:.1%})"
+    level = "" if confidence == CONFIDENCE else f" ({confidence:.1%})"
     return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]{level}" + (" real" if low > 0 or high < 0 else "")
 
 
@@ -96,7 +97,7 @@ def differences(records, budget, strategy, other):
             for seed, runs in by_seed(records, budget, (strategy, other)).items()}
 
 
-def mean_over_cells(per_cell, confidence=0.95):
+def mean_over_cells(per_cell, confidence=CONFIDENCE):
     """The seeds every cell's `seed -> difference` dict has, and the interval of the mean over cells."""
     seeds = sorted(set.intersection(*(set(d) for d in per_cell)))
     return seeds, interval([np.mean([d[seed] for d in per_cell]) for seed in seeds], confidence)
@@ -241,7 +242,7 @@ def confirmation(records_by_setting, cells, registration, title="confirmation"):
     """A pre-registered confirmation (CONFIRMATION, EXTENSION): per cell, the variant against the
     heuristic and no_transfer on its new seeds and on all held-out seeds, then the mean over the cells
     on each seed set (only the seeds every cell ran), its interval at the registration's
-    `<seeds|held_out>_confidence` (default 95 %)."""
+    `<seeds|held_out>_confidence` (default CONFIDENCE)."""
     variant = registration["variant"]
     print(f"\n{title}, {variant.removeprefix('taba:')} on {', '.join(dict.fromkeys(setting for setting, _ in cells))}:")
     print("\n| setting | budget | seeds | − heuristic | − no_transfer | seeds | − heuristic | − no_transfer |")
@@ -258,7 +259,7 @@ def confirmation(records_by_setting, cells, registration, title="confirmation"):
         print(row + "|")
     for key, per_cell in means.items():
         if all(len(d) > 1 for d in per_cell):
-            seeds, mean = mean_over_cells(per_cell, registration.get(f"{key}_confidence", 0.95))
+            seeds, mean = mean_over_cells(per_cell, registration.get(f"{key}_confidence", CONFIDENCE))
             print(f"\nmean over the {len(cells)} cells, {variant.removeprefix('taba:')} − the heuristic, seeds {seeds}: {mean}")
 
 
