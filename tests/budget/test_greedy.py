@@ -166,6 +166,17 @@ def test_a_sweep_over_transfer_caps_compiles_the_search_once():
     assert tight.counts[0] > loose.counts[0]  # and still honoured: a tighter cap buys more of the expensive A
 
 
+def compiled_searches_per_initial(problem, model, initials, **kwargs):
+    """Greedy from each initial allocation (checked: contained, within budget), and the numbers of
+    compiled searches and exchanges after each."""
+    sizes = []
+    for initial in initials:
+        allocation = greedy_allocate(problem, model, initial=initial, seed=1, **kwargs)
+        assert (allocation.labels >= initial).all() and allocation.spent <= problem.budget
+        sizes.append((greedy.search_with_safeguard._cache_size(), greedy.exchange._cache_size()))
+    return sizes
+
+
 def test_initial_allocations_with_any_number_of_patterns_share_one_compiled_search():
     problem, model = random_instance(7, 3, 200, integer_costs=True)
     problem = BudgetProblem(problem.task_names, problem.costs, 200, 500.0)  # small: the exchange search runs too
@@ -175,13 +186,8 @@ def test_initial_allocations_with_any_number_of_patterns_share_one_compiled_sear
     explored[5:10, 0] = True
     mixed = (np.random.default_rng(0).random((200, 3)) < 0.5) & (np.arange(200) < 12)[:, None]
     initials = [pilot, explored, mixed]
-    compiled = None
-    for initial in initials:
-        allocation = greedy_allocate(problem, model, initial=initial, seed=1)
-        assert (allocation.labels >= initial).all() and allocation.spent <= problem.budget
-        sizes = greedy.search_with_safeguard._cache_size(), greedy.exchange._cache_size()
-        assert compiled is None or sizes == compiled, [len(unique_patterns(i)[1]) for i in initials]
-        compiled = sizes
+    sizes = compiled_searches_per_initial(problem, model, initials)
+    assert len(set(sizes)) == 1, [len(unique_patterns(i)[1]) for i in initials]
     assert len({len(unique_patterns(initial)[1]) for initial in initials}) == 3  # 2, 3 and more patterns
 
 
@@ -194,11 +200,6 @@ def test_initial_allocations_share_a_compiled_search_per_power_of_two_of_pattern
         initial = np.zeros((100, 4), bool)
         initial[np.arange(labeled), np.arange(labeled)] = True
         initials.append(initial)
-    compiled = None
-    for initial in initials:
-        allocation = greedy_allocate(problem, model, initial=initial, seed=1, max_patterns=8, max_exchanges=0)
-        assert (allocation.labels >= initial).all() and allocation.spent <= problem.budget
-        size = greedy.search_with_safeguard._cache_size()
-        assert compiled is None or size == compiled
-        compiled = size
+    sizes = compiled_searches_per_initial(problem, model, initials, max_patterns=8, max_exchanges=0)
+    assert len(set(sizes)) == 1
     assert [len(unique_patterns(i)[1]) for i in initials] == [3, 4]
