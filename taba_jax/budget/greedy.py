@@ -192,8 +192,11 @@ def exchange(state: SearchState, model: info_lib.InformationModel, budget: jax.A
         can_force = (gains[pick] > -jnp.inf) & _target_row(
             state, state.patterns[pick // num_tasks].at[pick % num_tasks].set(True))[1]
         state = _move(state, pick // num_tasks, pick % num_tasks, can_force.astype(jnp.int32))
-        state = search(state, model, budget, costs, ~eye[task], step_fraction, max_chunk)
-        return search(state, model, budget, costs, jnp.ones(num_tasks, bool), step_fraction, max_chunk), feasible
+        # Refill without `task`, then with every task: one search in a loop, so one copy compiles.
+        masks = jnp.stack([~eye[task], jnp.ones(num_tasks, bool)])
+        state = jax.lax.fori_loop(
+            0, 2, lambda i, s: search(s, model, budget, costs, masks[i], step_fraction, max_chunk), state)
+        return state, feasible
 
     def body(carry):
         state, rounds, _ = carry
@@ -210,14 +213,23 @@ def exchange(state: SearchState, model: info_lib.InformationModel, budget: jax.A
     return state
 
 
-@functools.partial(jax.jit, static_argnames=("max_chunk",))
 def search_with_safeguard(state: SearchState, model: info_lib.InformationModel, budget: jax.Array,
                           costs: jax.Array, step_fraction: float = DEFAULT_STEP_FRACTION,
                           max_chunk: int | None = None) -> tuple[SearchState, jax.Array]:
     """Greedy plus the cost-benefit safeguard: keep the best of the greedy result and every
-    single-task allocation. Returns the chosen state and its choice (-1 greedy, t single task t)."""
+    single-task allocation. Returns the chosen state and its choice (-1 greedy, t single task t).
+    Pure and jittable; called outside jit it runs the compiled `search` (which `greedy_allocate`
+    reuses for the remainder) and `safeguard`, so the greedy loop compiles once per shape."""
+    greedy = search(state, model, budget, costs, jnp.ones(costs.shape[0], bool), step_fraction, max_chunk)
+    return safeguard(state, greedy, model, budget, costs)
+
+
+@jax.jit
+def safeguard(state: SearchState, greedy: SearchState, model: info_lib.InformationModel, budget: jax.Array,
+              costs: jax.Array) -> tuple[SearchState, jax.Array]:
+    """The better of `greedy` (the search's result from `state`) and every single-task fill of the
+    budget from `state`, by objective; and the choice (-1 greedy, t single task t)."""
     num_tasks = costs.shape[0]
-    greedy = search(state, model, budget, costs, jnp.ones(num_tasks, bool), step_fraction, max_chunk)
     singles = jax.vmap(lambda t: _single_task_fill(state, model, budget, costs, t))(jnp.arange(num_tasks))
 
     def value(s):

@@ -159,11 +159,24 @@ def test_a_sweep_over_transfer_caps_compiles_the_search_once():
     problem = BudgetProblem(["A", "B"], [10.0, 1.0], 400, 600.0)
     model = InformationModel([[1.0, 0.9], [0.9, 1.0]], 0.5, 10.0)
     greedy_allocate(problem, model.replace(transfer_cap=1.0), seed=0, max_exchanges=0)
-    compiled = greedy.search_with_safeguard._cache_size()
+    compiled = compiled_programs()
     tight = greedy_allocate(problem, model.replace(transfer_cap=0.1), seed=0, max_exchanges=0)
     loose = greedy_allocate(problem, model.replace(transfer_cap=5.0), seed=0, max_exchanges=0)
-    assert greedy.search_with_safeguard._cache_size() == compiled  # the cap is traced, not baked in
+    assert compiled_programs() == compiled  # the cap is traced, not baked in
     assert tight.counts[0] > loose.counts[0]  # and still honoured: a tighter cap buys more of the expensive A
+
+
+def compiled_programs():
+    """How many programs of the search, the safeguard and the exchange search have been compiled."""
+    return greedy.search._cache_size(), greedy.safeguard._cache_size(), greedy.exchange._cache_size()
+
+
+def test_the_safeguarded_greedy_compiles_one_search_for_its_main_run_and_its_remainder():
+    problem, model = random_instance(3, 3, 60, integer_costs=False)
+    for program in (greedy.search, greedy.safeguard, greedy.exchange):
+        program.clear_cache()
+    allocation = greedy_allocate(problem, model, seed=0, max_exchanges=0)  # greedy, safeguard, remainder search
+    assert allocation.spent <= problem.budget and compiled_programs() == (1, 1, 0)
 
 
 def compiled_searches_per_initial(problem, model, initials, **kwargs):
@@ -173,7 +186,7 @@ def compiled_searches_per_initial(problem, model, initials, **kwargs):
     for initial in initials:
         allocation = greedy_allocate(problem, model, initial=initial, seed=1, **kwargs)
         assert (allocation.labels >= initial).all() and allocation.spent <= problem.budget
-        sizes.append((greedy.search_with_safeguard._cache_size(), greedy.exchange._cache_size()))
+        sizes.append(compiled_programs())
     return sizes
 
 
