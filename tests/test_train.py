@@ -29,6 +29,14 @@ def dataset():
     return synthetic_dataset(120, 16, seed=0)
 
 
+PAIR = ("segment", "depth")  # the tasks of most tests here: they share one compiled init and step
+
+
+@pytest.fixture(scope="module")
+def pair(dataset):
+    return dataset.select_tasks(list(PAIR))
+
+
 def labeled_sets(dataset, count=40, tasks=None):
     """The first `count` train images labeled for every task (of `tasks`)."""
     return {t: np.arange(count) for t in (tasks or dataset.task_names)}
@@ -69,14 +77,16 @@ def test_short_training_lowers_every_dense_task_loss_by_a_clear_margin(dataset, 
     """A short training cuts every dense task's loss on held-out batches to at most 0.85x (measured on
     the v2 scenes: joint batching, 100 steps, 0.10-0.60x, edges the slowest; per-task batching, one
     batch per task each step, 50 steps, 0.10-0.62x)."""
-    labeled = {t: np.arange(i * 6, i * 6 + 60) for i, t in enumerate(dataset.task_names)}  # overlapping sets
+    dense = ("segment", "depth", "normal", "edge")
+    dataset = dataset.select_tasks(list(dense))
+    labeled = {t: np.arange(i * 6, i * 6 + 60) for i, t in enumerate(dense)}  # overlapping sets
     trainer = train.Trainer(dataset, labeled, tiny_config(num_steps=steps, batching=batching, learning_rate=1e-2,
                                                               checkpoint_every=steps, log_every=steps // 2),
                             str(tmp_path))
     held = range(10_000, 10_004)
     before = held_out_losses(trainer, trainer.init_state().params, held)
     after = held_out_losses(trainer, trainer.train(progress=False).params, held)
-    for task in ("segment", "depth", "normal", "edge"):
+    for task in dense:
         assert after[task] < 0.85 * before[task], (task, before[task], after[task])
 
 
@@ -96,39 +106,29 @@ def test_classification_task_is_learned(tmp_path):
     assert metrics["baseline"] < 0.5 and metrics["accuracy"] > 0.9, metrics
 
 
-def test_resume_after_kill_gives_identical_parameters(dataset, tmp_path):
-    labeled = labeled_sets(dataset)
-    full = train.Trainer(dataset, labeled, tiny_config(), str(tmp_path / "full")).train(progress=False)
+def test_resume_after_kill_gives_identical_parameters(pair, tmp_path):
+    labeled = labeled_sets(pair)
+    full = train.Trainer(pair, labeled, tiny_config(), str(tmp_path / "full")).train(progress=False)
     # Pre-empted after step 4, then restarted with the same workdir: restores step 4, trains 5 and 6.
-    train.Trainer(dataset, labeled, tiny_config(), str(tmp_path / "resumed")).train(progress=False, until_step=4)
-    resumed = train.Trainer(dataset, labeled, tiny_config(), str(tmp_path / "resumed")).train(progress=False)
+    train.Trainer(pair, labeled, tiny_config(), str(tmp_path / "resumed")).train(progress=False, until_step=4)
+    resumed = train.Trainer(pair, labeled, tiny_config(), str(tmp_path / "resumed")).train(progress=False)
     for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 4, 6]
 
 
-def test_runs_differing_in_learning_rate_and_length_share_one_compiled_step(dataset, tmp_path):
-    labeled = labeled_sets(dataset, tasks=["segment", "depth"])
-    data = dataset.select_tasks(["segment", "depth"])
-    train.Trainer(data, labeled, tiny_config(num_steps=2), str(tmp_path / "a")).train(progress=False)
+def test_runs_differing_in_learning_rate_and_length_share_one_compiled_step(pair, tmp_path):
+    labeled = labeled_sets(pair)
+    train.Trainer(pair, labeled, tiny_config(num_steps=2), str(tmp_path / "a")).train(progress=False)
     compiled = train.train_step._cache_size()
-    train.Trainer(data, labeled, tiny_config(num_steps=3, learning_rate=1e-3, warmup_steps=2, weight_decay=0.0),
+    train.Trainer(pair, labeled, tiny_config(num_steps=3, learning_rate=1e-3, warmup_steps=2, weight_decay=0.0),
                   str(tmp_path / "b")).train(progress=False)
     assert train.train_step._cache_size() == compiled
 
 
-def test_host_batches_give_the_same_training_as_device_resident_data(dataset, tmp_path, monkeypatch):
-    labeled = labeled_sets(dataset)
-    device = train.Trainer(dataset, labeled, tiny_config(), str(tmp_path / "device")).train(progress=False)
-    monkeypatch.setattr(train, "DEVICE_DATA_LIMIT_BYTES", 0)
-    host = train.Trainer(dataset, labeled, tiny_config(), str(tmp_path / "host")).train(progress=False)
-    for a, b in zip(jax.tree.leaves(device.params), jax.tree.leaves(host.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-
-
-def test_non_finite_loss_stops_before_anything_non_finite_is_checkpointed(dataset, tmp_path):
-    trainer = train.Trainer(dataset, labeled_sets(dataset), tiny_config(learning_rate=1e30, num_steps=40,
+def test_non_finite_loss_stops_before_anything_non_finite_is_checkpointed(pair, tmp_path):
+    trainer = train.Trainer(pair, labeled_sets(pair), tiny_config(learning_rate=1e30, num_steps=40,
                                                                         checkpoint_every=2, log_every=2),
                             str(tmp_path))
     with pytest.raises(TrainingDivergedError, match=r"non-finite training loss or gradient at step (\d+)") as error:
@@ -160,7 +160,7 @@ def test_hooks_run_when_due():
     assert [s for s in range(1, 13) if train.Hook(5).due(s, 12)] == [5, 10, 12]  # and at the last step
 
 
-def test_four_devices_match_one_device(dataset, tmp_path):
+def test_four_devices_match_one_device(pair, tmp_path):
     """Device-resident data and host batches (each device's shard cut from the process's columns)."""
     script = textwrap.dedent(f"""
         import sys, numpy as np, jax
@@ -169,7 +169,7 @@ def test_four_devices_match_one_device(dataset, tmp_path):
         from taba_jax import train
         from taba_jax.data.synthetic import synthetic_dataset
         from taba_jax.train import Trainer
-        dataset = synthetic_dataset(120, 16, seed=0)
+        dataset = synthetic_dataset(120, 16, seed=0).select_tasks({list(PAIR)!r})
         result = Trainer(dataset, labeled_sets(dataset), tiny_config(num_steps=2), sys.argv[1]).train(progress=False)
         np.savez(sys.argv[2], **{{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(result.params))}},
                  **{{"loss_" + k: v for k, v in result.final_losses.items()}})
@@ -187,7 +187,7 @@ def test_four_devices_match_one_device(dataset, tmp_path):
     assert result.stdout.strip().endswith("4")
     four = dict(np.load(tmp_path / "4.npz"))
     assert jax.device_count() == 1  # this process: the one-device run
-    one = train.Trainer(dataset, labeled_sets(dataset), tiny_config(num_steps=2), str(tmp_path / "w1")).train(
+    one = train.Trainer(pair, labeled_sets(pair), tiny_config(num_steps=2), str(tmp_path / "w1")).train(
         progress=False)
     one = {**{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(one.params))},
            **{"loss_" + k: v for k, v in one.final_losses.items()}}
@@ -200,13 +200,12 @@ def test_four_devices_match_one_device(dataset, tmp_path):
 
 
 @pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad"])
-def test_multi_task_weighting_trains_and_resumes_with_its_state(dataset, tmp_path, weighting):
-    data = dataset.select_tasks(["segment", "depth"])
+def test_multi_task_weighting_trains_and_resumes_with_its_state(pair, tmp_path, weighting):
     labeled = {"segment": np.arange(10), "depth": np.arange(90)}  # label counts differ 9x
     config = tiny_config(weighting=weighting)
-    full = train.Trainer(data, labeled, config, str(tmp_path / "full")).train(progress=False)
-    train.Trainer(data, labeled, config, str(tmp_path / "resumed")).train(progress=False, until_step=4)
-    resumed = train.Trainer(data, labeled, config, str(tmp_path / "resumed")).train(progress=False)
+    full = train.Trainer(pair, labeled, config, str(tmp_path / "full")).train(progress=False)
+    train.Trainer(pair, labeled, config, str(tmp_path / "resumed")).train(progress=False, until_step=4)
+    resumed = train.Trainer(pair, labeled, config, str(tmp_path / "resumed")).train(progress=False)
     for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert all(np.isfinite(v) for v in full.final_losses.values())
