@@ -49,8 +49,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 LONG_FIRST = (
     "test_readme.py::test_readme_commands_and_code_run_in_order",
     "test_experiment.py::test_parallel_workers_and_ray_write_the_same_records_as_one_process",
-    "test_distributed.py::test_two_processes_build_and_stream_a_taskonomy_tree_like_one",
-    "test_distributed.py::test_two_processes_train_like_one_and_their_checkpoint_restores_in_one",
+    "test_distributed.py::test_two_processes_build_stream_and_train_a_taskonomy_tree_like_one_and_their_checkpoint_"
+    "restores_in_one",
     "test_train.py::test_four_devices_match_one_device",
     "test_distributed.py::test_two_process_sweep_writes_the_records_of_one_process",
 )

@@ -1,4 +1,5 @@
 """Multi-process training for real: two JAX processes on localhost (gloo CPU collectives) against one."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -26,9 +27,6 @@ def _module(*path):
 
 
 experiment_config = _module("configs", "experiment.py")
-OVERRIDES = {"tasks": "segment,depth", "costs": "10,3", "num_images": 60, "image_size": 8, "budget": 300,
-             "train.num_steps": 6, "train.batch_size": 4, "train.widths": "8", "train.checkpoint_every": 3,
-             "train.log_every": 3, "train.warmup_steps": 1}
 
 
 def _free_port() -> int:
@@ -37,24 +35,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_command(workdir, *extra):
-    return [sys.executable, "launch/train.py", "--config=configs/synthetic.py", f"--workdir={workdir}",
-            *(f"--config.{k}={v}" for k, v in OVERRIDES.items()), *extra]
-
-
 def _environment():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     # one CPU device per process; the suite's other XLA flags (conftest.py) stay
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
     return env
-
-
-def _config():
-    """The job the command line above describes, as the launcher parses it."""
-    return cfg.TrainJobConfig(
-        tasks=("segment", "depth"), costs=(10.0, 3.0), num_images=60, image_size=8, budget=300.0,
-        strategy="equal_budget", train=cfg.TrainConfig(num_steps=6, batch_size=4, widths=(8,), checkpoint_every=3,
-                                                       log_every=3, warmup_steps=1))
 
 
 def _trainer(workdir, config):
@@ -70,45 +55,13 @@ def _last_losses(workdir):
     return {k: v for k, v in rows[-1].items() if k.startswith("loss")}
 
 
-def test_two_processes_train_like_one_and_their_checkpoint_restores_in_one(tmp_path):
-    port = _free_port()
-    two = tmp_path / "two"
-    processes = [subprocess.Popen(
-        _train_command(two, f"--jax_coordinator_address=127.0.0.1:{port}", "--jax_num_processes=2",
-                       f"--jax_process_id={rank}"),
-        cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
-    assert "Delta_m" not in outputs[1] and "wrote" not in outputs[1] and "wrote" in outputs[0]  # only process 0 reports
-    one = tmp_path / "one"
-    assert jax.process_count() == 1
-    train_job.run(_config(), str(one), progress=False)  # the same job in this one-process, one-device run
-
-    two_results, one_results = (json.loads((d / "results.json").read_text()) for d in (two, one))
-    assert (two_results["processes"], two_results["devices"]) == (2, 2)  # one job over both processes
-    assert (one_results["processes"], one_results["devices"]) == (1, 1)
-    for task, metrics in one_results["metrics"].items():
-        assert two_results["metrics"][task]["primary"] == pytest.approx(metrics["primary"], rel=1e-3, abs=1e-4)
-    two_losses, one_losses = _last_losses(two), _last_losses(one)
-    assert two_losses.keys() == one_losses.keys() and two_losses
-    for key, value in one_losses.items():
-        assert two_losses[key] == pytest.approx(value, rel=1e-4)
-
-    trainers = [_trainer(two, _config()), _trainer(one, _config())]
-    initial = jax.tree.leaves(trainers[0].init_state().params)
-    two_params, one_params = (jax.tree.leaves(t.train(progress=False).params) for t in trainers)  # restored at the end
-    for a, b in zip(two_params, one_params, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    assert not all(np.allclose(a, b) for a, b in zip(two_params, initial))  # the restored params are trained ones
-
-
 STREAMED = {"image_size": 8, "strategy": "equal_count_shared", "train.num_steps": 4, "train.batch_size": 2,
             "train.widths": "8", "train.checkpoint_every": 2, "train.log_every": 2, "train.warmup_steps": 1,
             "train.input_workers": 0, "train.eval_batch_size": 2}
 
 
-def test_two_processes_build_and_stream_a_taskonomy_tree_like_one(tmp_path):
+def test_two_processes_build_stream_and_train_a_taskonomy_tree_like_one_and_their_checkpoint_restores_in_one(
+        tmp_path):
     _module("tests", "data", "test_builders_taskonomy.py").write_omnidata_tree(str(tmp_path / "raw"))
     port = _free_port()
     flags = [f"--config.{k}={v}" for k, v in {**STREAMED, "manual_dir": tmp_path / "raw",
@@ -120,6 +73,7 @@ def test_two_processes_build_and_stream_a_taskonomy_tree_like_one(tmp_path):
         for rank in range(2)]  # neither finds the dataset built: process 0 builds it, then both read it
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+    assert "wrote" in outputs[0] and "wrote" not in outputs[1]  # only process 0 reports
     assert len(os.listdir(tmp_path / "tfds_two" / "taskonomy")) == 1  # one complete build, nothing left over
 
     config = _module("configs", "taskonomy.py").get_config()
@@ -127,7 +81,9 @@ def test_two_processes_build_and_stream_a_taskonomy_tree_like_one(tmp_path):
     for dotted, value in STREAMED.items():
         *parents, leaf = dotted.split(".")
         (config[parents[0]] if parents else config)[leaf] = (8,) if leaf == "widths" else value
-    one = train_job.run(cfg.parse(cfg.TrainJobConfig, config), str(tmp_path / "one"), progress=False)
+    job = cfg.parse(cfg.TrainJobConfig, config)
+    assert jax.process_count() == 1
+    one = train_job.run(job, str(tmp_path / "one"), progress=False)  # the same job in one process, one device
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert (two["processes"], two["devices"]) == (2, 2) and two["steps"] == one["steps"] == 4
     assert two["allocation"]["labels"] == one["allocation"]["labels"]
@@ -137,6 +93,15 @@ def test_two_processes_build_and_stream_a_taskonomy_tree_like_one(tmp_path):
     assert two_losses.keys() == one_losses.keys() and two_losses
     for key, value in one_losses.items():
         assert two_losses[key] == pytest.approx(value, rel=1e-4)
+
+    # The checkpoint the two processes wrote restores in this one-process run, as the trained parameters.
+    trainers = [_trainer(tmp_path / "two", dataclasses.replace(job, data_dir=str(tmp_path / "tfds_two"))),
+                _trainer(tmp_path / "one", job)]
+    initial = jax.tree.leaves(trainers[0].init_state().params)
+    two_params, one_params = (jax.tree.leaves(t.train(progress=False).params) for t in trainers)  # restored at the end
+    for a, b in zip(two_params, one_params, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    assert not all(np.allclose(a, b) for a, b in zip(two_params, initial))
 
 
 def test_bad_process_ids_are_refused_before_joining():
