@@ -18,6 +18,9 @@ from taba_jax.tasks import TaskSpec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+ONE_STAGE = {"widths": (8,)}  # for tests whose claim does not depend on the model's depth: smaller programs
+
+
 def tiny_config(**overrides):
     values = dict(num_steps=6, batch_size=8, widths=(8, 16), checkpoint_every=3, log_every=3, learning_rate=1e-2,
                   warmup_steps=1, eval_batch_size=32)
@@ -165,16 +168,17 @@ def test_four_devices_match_one_device(pair, tmp_path):
     script = textwrap.dedent(f"""
         import sys, numpy as np, jax
         sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
-        from test_train import tiny_config, labeled_sets
+        from test_train import ONE_STAGE, tiny_config, labeled_sets
         from taba_jax import train
         from taba_jax.data.synthetic import synthetic_dataset
         from taba_jax.train import Trainer
         dataset = synthetic_dataset(120, 16, seed=0).select_tasks({list(PAIR)!r})
-        result = Trainer(dataset, labeled_sets(dataset), tiny_config(num_steps=2), sys.argv[1]).train(progress=False)
+        config = tiny_config(num_steps=2, **ONE_STAGE)
+        result = Trainer(dataset, labeled_sets(dataset), config, sys.argv[1]).train(progress=False)
         np.savez(sys.argv[2], **{{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(result.params))}},
                  **{{"loss_" + k: v for k, v in result.final_losses.items()}})
         train.DEVICE_DATA_LIMIT_BYTES = 0
-        host = Trainer(dataset, labeled_sets(dataset), tiny_config(num_steps=2), sys.argv[1] + "h").train(progress=False)
+        host = Trainer(dataset, labeled_sets(dataset), config, sys.argv[1] + "h").train(progress=False)
         np.savez(sys.argv[2] + ".host.npz", **{{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(host.params))}},
                  **{{"loss_" + k: v for k, v in host.final_losses.items()}})
         print(jax.device_count())
@@ -187,7 +191,7 @@ def test_four_devices_match_one_device(pair, tmp_path):
     assert result.stdout.strip().endswith("4")
     four = dict(np.load(tmp_path / "4.npz"))
     assert jax.device_count() == 1  # this process: the one-device run
-    one = train.Trainer(pair, labeled_sets(pair), tiny_config(num_steps=2), str(tmp_path / "w1")).train(
+    one = train.Trainer(pair, labeled_sets(pair), tiny_config(num_steps=2, **ONE_STAGE), str(tmp_path / "w1")).train(
         progress=False)
     one = {**{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(one.params))},
            **{"loss_" + k: v for k, v in one.final_losses.items()}}
@@ -202,7 +206,7 @@ def test_four_devices_match_one_device(pair, tmp_path):
 @pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad"])
 def test_multi_task_weighting_trains_and_resumes_with_its_state(pair, tmp_path, weighting):
     labeled = {"segment": np.arange(10), "depth": np.arange(90)}  # label counts differ 9x
-    config = tiny_config(weighting=weighting)
+    config = tiny_config(weighting=weighting, **ONE_STAGE)
     full = train.Trainer(pair, labeled, config, str(tmp_path / "full")).train(progress=False)
     train.Trainer(pair, labeled, config, str(tmp_path / "resumed")).train(progress=False, until_step=4)
     resumed = train.Trainer(pair, labeled, config, str(tmp_path / "resumed")).train(progress=False)
@@ -214,7 +218,7 @@ def test_multi_task_weighting_trains_and_resumes_with_its_state(pair, tmp_path, 
 
 
 def test_evaluate_with_loss_adds_each_tasks_mean_training_loss(dataset, tmp_path):
-    trainer = train.Trainer(dataset, labeled_sets(dataset), tiny_config(), str(tmp_path))
+    trainer = train.Trainer(dataset, labeled_sets(dataset), tiny_config(**ONE_STAGE), str(tmp_path))
     params = trainer.init_state().params
     split, tasks = dataset.splits["validation"], trainer.all_tasks
     images, targets = split.batch(slice(0, len(split)), [t.name for t in tasks])
