@@ -180,8 +180,8 @@ def test_the_safeguarded_greedy_compiles_one_search_for_its_main_run_and_its_rem
 
 
 def compiled_searches_per_initial(problem, model, initials, **kwargs):
-    """Greedy from each initial allocation (checked: contained, within budget), and the numbers of
-    compiled searches and exchanges after each."""
+    """Greedy from each initial allocation (checked: contained, within budget), and
+    `compiled_programs()` after each."""
     sizes = []
     for initial in initials:
         allocation = greedy_allocate(problem, model, initial=initial, seed=1, **kwargs)
